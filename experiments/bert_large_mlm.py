@@ -1,0 +1,23 @@
+"""BERT-large masked-LM pretraining, the published recipe (Devlin et al. 2019, "BERT", section A.2).
+
+24 layers, hidden 1024, 16 heads, feed-forward 4096; otherwise exactly the BERT-base recipe
+(see experiments/bert_base_mlm.py): batch 256, lr 1e-4, 10k warmup, 1M steps, seq 128 for 90%
+of the steps then 512.
+
+  python -m flaxlm.main --config experiments/bert_large_mlm.py:phase=1 --workdir gs://BUCKET/bert_large \\
+      --config.tokenizer.vocab_file=/path/to/uncased_L-24_H-1024_A-16/vocab.txt
+  python -m flaxlm.main --config experiments/bert_large_mlm.py:phase=2 --workdir gs://BUCKET/bert_large \\
+      --config.tokenizer.vocab_file=/path/to/uncased_L-24_H-1024_A-16/vocab.txt
+  python -m flaxlm.main --config experiments/bert_large_mlm.py:smoke --workdir /tmp/bert_large_smoke  # CPU, ~1 min
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bert_base_mlm import bert_recipe  # noqa: E402  (experiments/ is a folder of files, not a package)
+
+
+def get_config(arg=None):
+  """BERT-large pretraining; `phase=1|2` (default 1), `smoke` for a CPU minute."""
+  return bert_recipe("large", arg, "experiments/bert_large_mlm.py")

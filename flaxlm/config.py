@@ -1,0 +1,238 @@
+"""Config helpers: the base config every experiment starts from, `file.py:args` parsing, validation.
+
+Every key a run can use exists in `base_config()`, and the returned ConfigDict is locked, so a
+typo in an experiment file or on the command line (`--config.train.batchsize=8`) fails at
+start-up with the key's name instead of being silently added.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import ml_collections
+from ml_collections import config_dict
+
+
+class ConfigError(ValueError):
+  """A config value that cannot work; the message names the key."""
+
+
+def parse_config_args(arg: str | None) -> dict[str, str]:
+  """Parses the `smoke,task=sst2` part of `experiments/NAME.py:smoke,task=sst2` into a dict.
+
+  A bare word becomes a flag set to 'true'.
+  """
+  out: dict[str, str] = {}
+  if not arg:
+    return out
+  for item in arg.split(","):
+    item = item.strip()
+    if not item:
+      continue
+    key, sep, value = item.partition("=")
+    out[key.strip()] = value.strip() if sep else "true"
+  return out
+
+
+def check_config_args(args: dict[str, str], allowed: set[str], where: str) -> None:
+  """Fails naming the unknown argument when an experiment is given one it does not take."""
+  unknown = sorted(set(args) - allowed)
+  if unknown:
+    raise ConfigError(
+        f"{where}: unknown config argument(s) {unknown}; this experiment accepts {sorted(allowed)}")
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every key a run understands, with defaults for a small CPU-sized BERT."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.task = ml_collections.ConfigDict()
+  c.task.name = "mlm"
+  # Sentences with [MASK] whose top-5 fillers are printed after training (MLM only).
+  c.task.fill_mask_examples = ()
+
+  c.model = ml_collections.ConfigDict()
+  c.model.vocab_size = config_dict.placeholder(int)  # None: taken from the tokenizer.
+  c.model.hidden_size = 256
+  c.model.num_layers = 4
+  c.model.num_heads = 4
+  c.model.mlp_dim = 1024
+  c.model.max_position_embeddings = 512
+  c.model.type_vocab_size = 2
+  c.model.dropout_rate = 0.1
+  c.model.attention_dropout_rate = 0.1
+  c.model.layer_norm_eps = 1e-12
+  c.model.initializer_range = 0.02
+  c.model.pre_layer_norm = False  # False: post-LN as in BERT; True: pre-LN with a final LayerNorm.
+  c.model.dtype = "float32"  # Compute dtype: float32 or bfloat16. Parameters stay float32.
+
+  c.data = ml_collections.ConfigDict()
+  # python_docs: the embedded corpus (pydoc topics + stdlib docstrings, ships with Python).
+  # text_files: local files matched by data.files (documents separated by blank lines).
+  # tfds: any TFDS dataset with a text feature, data.tfds_name (e.g. wikipedia/20230601.en).
+  c.data.source = "python_docs"
+  c.data.files = ()
+  c.data.tfds_name = ""
+  c.data.text_key = "text"
+  c.data.train_split = "train"
+  c.data.eval_split = "validation"
+  c.data.tfds_data_dir = ""  # Empty: $TFDS_DATA_DIR, else ~/tensorflow_datasets.
+  c.data.eval_fraction = 0.02  # Share of local documents held out for the validation split.
+  c.data.max_seq_len = 128
+  c.data.packing_bins = 64  # First-fit packing window, in rows.
+
+  c.tokenizer = ml_collections.ConfigDict()
+  c.tokenizer.vocab_file = ""  # An existing BERT vocab.txt; empty: train a WordPiece vocab.
+  c.tokenizer.vocab_size = 8192  # Size of a trained vocab.
+  c.tokenizer.lowercase = True
+  c.tokenizer.train_max_documents = 200_000
+
+  c.mlm = ml_collections.ConfigDict()
+  c.mlm.mask_rate = 0.15
+  c.mlm.mask_token_prob = 0.8  # Of the chosen tokens: replaced by [MASK] ...
+  c.mlm.random_token_prob = 0.1  # ... by a random non-special token; the rest stay unchanged.
+  c.mlm.whole_word = False
+  c.mlm.max_predictions_per_seq = config_dict.placeholder(int)  # None: ceil(mask_rate * max_seq_len).
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = "adamw"  # adamw or lamb.
+  c.optimizer.learning_rate = 1e-4
+  c.optimizer.warmup_steps = 0
+  c.optimizer.decay = "linear"  # linear, cosine or constant, after warmup, to end_lr_fraction * lr.
+  c.optimizer.end_lr_fraction = 0.0
+  # Length of the warmup+decay schedule; 0: train.num_steps. Lets a run stop part-way along one
+  # schedule and a later config continue it (BERT's phase 1 at seq 128, then phase 2 at 512).
+  c.optimizer.schedule_steps = 0
+  c.optimizer.b1 = 0.9
+  c.optimizer.b2 = 0.999
+  c.optimizer.eps = 1e-6
+  c.optimizer.weight_decay = 0.01
+  c.optimizer.grad_clip_norm = 1.0  # 0 disables clipping.
+
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 32  # Global batch, in rows, over all devices and hosts.
+  c.train.grad_accum_steps = 1
+  c.train.num_steps = 1000
+  c.train.log_every = 20
+  c.train.eval_every = 500  # 0: only at the end.
+  c.train.checkpoint_every = 500
+  c.train.keep_checkpoints = 3
+  c.train.eval_batch_size = 64
+  c.train.eval_max_batches = 0  # 0: the whole eval split.
+  c.train.peak_flops = 0.0  # Per device, for perf/mfu; 0: known accelerator peak, or measured on CPU.
+  c.train.progress_bar = True
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1  # -1: all devices left after the other axes.
+  c.mesh.fsdp = 1
+  c.mesh.tensor = 1
+  # Logical axis name -> mesh axes. Parameters and activations carry the logical names.
+  c.mesh.rules = (
+      ("batch", ("data", "fsdp")),
+      ("length", None),
+      ("embed", "fsdp"),
+      ("mlp", "tensor"),
+      ("heads", "tensor"),
+      ("kv", None),
+      ("vocab", "tensor"),
+  )
+  c.lock()
+  return c
+
+
+_DTYPES = ("float32", "bfloat16")
+_SOURCES = ("python_docs", "text_files", "tfds")
+
+
+def _need(ok: bool, key: str, message: str) -> None:
+  if not ok:
+    raise ConfigError(f"config.{key}: {message}")
+
+
+def validate(c: ml_collections.ConfigDict) -> None:
+  """Fails at start-up, naming the key, on values that cannot work together."""
+  m, d, t, o, mlm = c.model, c.data, c.train, c.optimizer, c.mlm
+  from flaxlm import tasks  # Late import: tasks import models, which read configs.
+  _need(c.task.name in tasks.TASKS, "task.name", f"{c.task.name!r} is not one of {sorted(tasks.TASKS)}")
+  for key in ("hidden_size", "num_layers", "num_heads", "mlp_dim", "max_position_embeddings"):
+    _need(m[key] > 0, f"model.{key}", f"must be positive, got {m[key]}")
+  _need(m.hidden_size % m.num_heads == 0, "model.num_heads",
+        f"hidden_size {m.hidden_size} is not divisible by num_heads {m.num_heads}")
+  _need(m.dtype in _DTYPES, "model.dtype", f"{m.dtype!r} is not one of {_DTYPES}")
+  _need(0.0 <= m.dropout_rate < 1.0, "model.dropout_rate", f"must be in [0, 1), got {m.dropout_rate}")
+  _need(0.0 <= m.attention_dropout_rate < 1.0, "model.attention_dropout_rate",
+        f"must be in [0, 1), got {m.attention_dropout_rate}")
+  _need(d.source in _SOURCES, "data.source", f"{d.source!r} is not one of {_SOURCES}")
+  if d.source == "text_files":
+    _need(len(d.files) > 0, "data.files", "data.source='text_files' needs at least one file or glob")
+  if d.source == "tfds":
+    _need(bool(d.tfds_name), "data.tfds_name", "data.source='tfds' needs a dataset name")
+  _need(0.0 < d.eval_fraction < 1.0, "data.eval_fraction", f"must be in (0, 1), got {d.eval_fraction}")
+  _need(d.max_seq_len >= 8, "data.max_seq_len", f"must be at least 8, got {d.max_seq_len}")
+  _need(d.max_seq_len <= m.max_position_embeddings, "data.max_seq_len",
+        f"{d.max_seq_len} exceeds model.max_position_embeddings {m.max_position_embeddings}")
+  _need(d.packing_bins >= 1, "data.packing_bins", f"must be positive, got {d.packing_bins}")
+  if c.tokenizer.vocab_file:
+    _need(os.path.isfile(c.tokenizer.vocab_file), "tokenizer.vocab_file",
+          f"no such file: {c.tokenizer.vocab_file}")
+  else:
+    _need(c.tokenizer.vocab_size >= 128, "tokenizer.vocab_size",
+          f"must be at least 128, got {c.tokenizer.vocab_size}")
+  _need(0.0 < mlm.mask_rate < 1.0, "mlm.mask_rate", f"must be in (0, 1), got {mlm.mask_rate}")
+  _need(mlm.mask_token_prob >= 0 and mlm.random_token_prob >= 0
+        and mlm.mask_token_prob + mlm.random_token_prob <= 1.0 + 1e-9,
+        "mlm.random_token_prob",
+        f"mask_token_prob {mlm.mask_token_prob} + random_token_prob {mlm.random_token_prob} must lie in [0, 1]")
+  if mlm.max_predictions_per_seq is not None:
+    _need(0 < mlm.max_predictions_per_seq <= d.max_seq_len, "mlm.max_predictions_per_seq",
+          f"must be in [1, max_seq_len={d.max_seq_len}], got {mlm.max_predictions_per_seq}")
+  _need(o.name in ("adamw", "lamb"), "optimizer.name", f"{o.name!r} is not adamw or lamb")
+  _need(o.decay in ("linear", "cosine", "constant"), "optimizer.decay",
+        f"{o.decay!r} is not linear, cosine or constant")
+  _need(o.learning_rate > 0, "optimizer.learning_rate", f"must be positive, got {o.learning_rate}")
+  _need(o.warmup_steps >= 0, "optimizer.warmup_steps", f"must be >= 0, got {o.warmup_steps}")
+  _need(o.schedule_steps >= 0, "optimizer.schedule_steps", f"must be >= 0, got {o.schedule_steps}")
+  _need(t.num_steps > 0, "train.num_steps", f"must be positive, got {t.num_steps}")
+  _need(t.batch_size > 0, "train.batch_size", f"must be positive, got {t.batch_size}")
+  _need(t.grad_accum_steps > 0 and t.batch_size % t.grad_accum_steps == 0, "train.grad_accum_steps",
+        f"batch_size {t.batch_size} is not divisible by grad_accum_steps {t.grad_accum_steps}")
+  for key in ("log_every", "eval_every", "checkpoint_every", "eval_max_batches"):
+    _need(t[key] >= 0, f"train.{key}", f"must be >= 0, got {t[key]}")
+  _need(t.log_every > 0, "train.log_every", "must be positive")
+  _need(t.keep_checkpoints >= 1, "train.keep_checkpoints", f"must be at least 1, got {t.keep_checkpoints}")
+  _need(t.eval_batch_size > 0, "train.eval_batch_size", f"must be positive, got {t.eval_batch_size}")
+  axes = {"data": c.mesh.data, "fsdp": c.mesh.fsdp, "tensor": c.mesh.tensor}
+  _need(sum(v == -1 for v in axes.values()) <= 1, "mesh", f"at most one axis may be -1, got {axes}")
+  for name, size in axes.items():
+    _need(size == -1 or size >= 1, f"mesh.{name}", f"must be -1 or positive, got {size}")
+  _need(m.num_heads % max(c.mesh.tensor, 1) == 0, "mesh.tensor",
+        f"num_heads {m.num_heads} is not divisible by mesh.tensor {c.mesh.tensor}")
+
+
+def to_json(c: ml_collections.ConfigDict) -> str:
+  """The config as indented JSON, as saved to `config.json` in the workdir."""
+  return json.dumps(c.to_dict(), indent=2, sort_keys=True, default=list)
+
+
+def from_json(text: str) -> ml_collections.ConfigDict:
+  """Rebuilds a run's config from its `config.json`, over the base config so defaults fill gaps."""
+  c = base_config()
+  c.unlock()
+  _merge(c, json.loads(text), prefix="")
+  c.lock()
+  return c
+
+
+def _merge(c: ml_collections.ConfigDict, values: dict, prefix: str) -> None:
+  for key, value in values.items():
+    if isinstance(value, dict) and key in c and isinstance(c[key], ml_collections.ConfigDict):
+      _merge(c[key], value, prefix + key + ".")
+    elif key == "rules":
+      c[key] = tuple((name, tuple(axes) if isinstance(axes, list) else axes) for name, axes in value)
+    elif isinstance(value, list):
+      c[key] = tuple(value)
+    else:
+      with c.ignore_type():
+        c[key] = value

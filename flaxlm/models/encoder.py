@@ -1,0 +1,32 @@
+"""The BERT encoder: embeddings, a stack of encoder blocks, and a final LayerNorm under pre-LN."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+
+from flaxlm.models.layers import EncoderBlock, Embeddings, ModelConfig, attention_mask, layer_norm
+
+
+class BertEncoder(nn.Module):
+  """Token ids -> contextual hidden states [B, L, D].
+
+  `segment_ids` says which packed sequence each token belongs to (0 = padding); attention never
+  crosses segments, and `positions` restart at 0 in each one.
+  """
+
+  cfg: ModelConfig
+
+  def setup(self):
+    self.embeddings = Embeddings(self.cfg)
+    self.layers = [EncoderBlock(self.cfg, name=f"layer_{i}") for i in range(self.cfg.num_layers)]
+    if self.cfg.pre_layer_norm:
+      self.final_norm = layer_norm(self.cfg, "final_norm")
+
+  def __call__(self, input_ids_BL, segment_ids_BL, positions_BL, token_type_ids_BL, deterministic: bool = True):
+    x_BLD = self.embeddings(input_ids_BL, positions_BL, token_type_ids_BL, deterministic)
+    mask_B1LS = attention_mask(segment_ids_BL)
+    for layer in self.layers:
+      x_BLD = layer(x_BLD, mask_B1LS, deterministic)
+    if self.cfg.pre_layer_norm:
+      x_BLD = self.final_norm(x_BLD).astype(self.cfg.compute_dtype)
+    return x_BLD

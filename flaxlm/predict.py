@@ -1,0 +1,67 @@
+"""Predict with a trained run: `python -m flaxlm.predict --workdir W --text "..." [--text ...] [--file F]`.
+
+Loads the run's config.json, vocab and newest checkpoint, and prints the task's predictions; for
+a masked-LM run, the top candidates for each [MASK] with their probabilities.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags
+from absl import logging as absl_logging
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "A flaxlm run directory (holds config.json and checkpoints).")
+_TEXT = flags.DEFINE_multi_string("text", [], "Input text; repeat the flag for several.")
+_FILE = flags.DEFINE_string("file", None, "A file with one input per line.")
+_TOP_K = flags.DEFINE_integer("top_k", 5, "Candidates to show per prediction.")
+flags.mark_flag_as_required("workdir")
+
+
+def load_trained(workdir: str):
+  """(config, task, params) of the newest checkpoint in `workdir`."""
+  import jax
+
+  from flaxlm import config as config_lib
+  from flaxlm.train.checkpoint import Checkpointer
+  from flaxlm.train.loop import Run
+
+  config_path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(config_path):
+    raise FileNotFoundError(f"{config_path} not found: is {workdir} a flaxlm workdir?")
+  with open(config_path, encoding="utf-8") as f:
+    config = config_lib.from_json(f.read())
+  config.unlock()
+  config.mesh.data, config.mesh.fsdp, config.mesh.tensor = -1, 1, 1  # Inference needs no model parallelism.
+  config.lock()
+  run = Run(config, workdir)
+  checkpoints = Checkpointer(workdir, keep=config.train.keep_checkpoints)
+  step = checkpoints.latest_step()
+  if step is None:
+    raise FileNotFoundError(f"no checkpoint in {checkpoints.directory}")
+  state, _ = checkpoints.restore(step, run.abstract_state)
+  checkpoints.close()
+  return config, run.task, jax.device_get(state.params)
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  absl_logging.set_verbosity(absl_logging.ERROR)
+  texts = list(_TEXT.value)
+  if _FILE.value:
+    with open(_FILE.value, encoding="utf-8") as f:
+      texts.extend(line.rstrip("\n") for line in f if line.strip())
+  if not texts:
+    raise app.UsageError("give --text (repeatable) or --file")
+  try:
+    _, task, params = load_trained(_WORKDIR.value)
+    for line in task.predict(params, texts, top_k=_TOP_K.value):
+      print(line)
+  except (FileNotFoundError, ValueError) as e:
+    sys.exit(f"flaxlm.predict: {e}")
+
+
+if __name__ == "__main__":
+  app.run(main)

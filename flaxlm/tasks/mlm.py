@@ -1,0 +1,174 @@
+"""Masked-LM pretraining: corrupt in the step, predict only the masked positions, cross-entropy.
+
+The training loop sees only the Task interface (see `flaxlm.tasks`): batches, a loss that returns
+sums and counts, and what to do after training (here: fill-in-the-blank examples).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from flaxlm.data import pipeline, sources
+from flaxlm.data.tokenizer import Tokenizer
+from flaxlm.models import BertForMaskedLM, ModelConfig
+from flaxlm.tasks.masking import MaskingConfig, mask_tokens
+from flaxlm.train import flops
+
+
+def max_predictions(config) -> int:
+  """Masked slots per row: the configured number, else ceil(mask_rate * max_seq_len)."""
+  return config.mlm.max_predictions_per_seq or math.ceil(config.mlm.mask_rate * config.data.max_seq_len)
+
+
+class MlmTask:
+  """BERT masked-LM pretraining on packed rows."""
+
+  name = "mlm"
+  best_metric = ("eval/loss", "min")
+
+  def __init__(self, config, tokenizer: Tokenizer):
+    self.config = config
+    self.tokenizer = tokenizer
+    self.model_config = ModelConfig.from_config(config.model, tokenizer.vocab_size)
+    if self.model_config.vocab_size != tokenizer.vocab_size:
+      raise ValueError(f"config.model.vocab_size={self.model_config.vocab_size} does not match the tokenizer's "
+                       f"{tokenizer.vocab_size} tokens ({tokenizer.vocab_file})")
+    self.model = BertForMaskedLM(self.model_config)
+    self.seq_len = config.data.max_seq_len
+    self.masking = MaskingConfig(
+        mask_id=tokenizer.mask_id,
+        special_ids=tuple(int(i) for i in np.flatnonzero(tokenizer.special_table())),
+        vocab_size=tokenizer.vocab_size,
+        max_predictions=max_predictions(config),
+        mask_rate=config.mlm.mask_rate,
+        mask_token_prob=config.mlm.mask_token_prob,
+        random_token_prob=config.mlm.random_token_prob,
+        whole_word=config.mlm.whole_word)
+
+  # ---------------------------------------------------------------- data
+
+  def dummy_batch(self, batch_size: int) -> dict[str, np.ndarray]:
+    """A batch of the right shapes and dtypes, for initialisation and compilation."""
+    return {name: np.zeros((batch_size, self.seq_len), np.int32) for name in pipeline.FEATURES}
+
+  def train_batches(self, batch_size: int, process_index: int, process_count: int):
+    """This process's endless, checkpointable stream of training batches."""
+    return pipeline.train_batches(
+        sources.text_source(self.config.data, self.config.data.train_split), self.tokenizer,
+        max_seq_len=self.seq_len, batch_size=batch_size, seed=self.config.seed,
+        packing_bins=self.config.data.packing_bins, process_index=process_index, process_count=process_count)
+
+  def eval_batches(self, batch_size: int, process_index: int, process_count: int):
+    """One pass over this process's share of the eval split, the last batch padded."""
+    return pipeline.eval_batches(
+        sources.text_source(self.config.data, self.config.data.eval_split), self.tokenizer,
+        max_seq_len=self.seq_len, batch_size=batch_size, packing_bins=self.config.data.packing_bins,
+        process_index=process_index, process_count=process_count)
+
+  # ---------------------------------------------------------------- model
+
+  def init_params(self, rng, batch):
+    """Fresh parameters (with logical-axis boxes) for a batch of these shapes."""
+    positions_BP = jnp.zeros((batch["input_ids"].shape[0], self.masking.max_predictions), jnp.int32)
+    return self.model.init(rng, batch["input_ids"], batch["segment_ids"], batch["positions"],
+                           batch["token_type_ids"], positions_BP, deterministic=True)["params"]
+
+  def prepare_batch(self, batch, rng):
+    """Masks the batch (in the jitted step, before any split into accumulation micro-batches)."""
+    input_ids_BL, positions_BP, targets_BP, weights_BP = mask_tokens(
+        rng, batch["input_ids"], batch["segment_ids"], batch["word_start"], self.masking)
+    return {**batch, "input_ids": input_ids_BL, "masked_positions": positions_BP, "targets": targets_BP,
+            "weights": weights_BP}
+
+  def loss(self, params, batch, rng, train: bool):
+    """(summed loss, number of predictions, metrics as {name: (sum, count)}) for a prepared batch."""
+    logits_BPV = self.model.apply(
+        {"params": params}, batch["input_ids"], batch["segment_ids"], batch["positions"], batch["token_type_ids"],
+        batch["masked_positions"], deterministic=not train, rngs={"dropout": rng})
+    targets_BP, weights_BP = batch["targets"], batch["weights"]
+    log_probs_BPV = jax.nn.log_softmax(logits_BPV.astype(jnp.float32), axis=-1)
+    nll_BP = -jnp.take_along_axis(log_probs_BPV, targets_BP[..., None], axis=-1)[..., 0]
+    num_predictions = weights_BP.sum()
+    loss_sum = (nll_BP * weights_BP).sum()
+    correct = ((jnp.argmax(logits_BPV, axis=-1) == targets_BP) * weights_BP).sum()
+    metrics = {"loss": (loss_sum, num_predictions), "mlm_accuracy": (correct, num_predictions)}
+    if not train:
+      # Totals over the eval split (count None): what was evaluated, so nothing is silently dropped.
+      metrics["num_sequences"] = (jnp.max(batch["segment_ids"], axis=1).sum().astype(jnp.float32), None)
+      metrics["num_tokens"] = ((batch["segment_ids"] > 0).sum().astype(jnp.float32), None)
+      metrics["num_predictions"] = (num_predictions, None)
+      # How often the eval split's most frequent target token is the answer: the accuracy of a
+      # model that always predicts it, the floor a trained model must clear.
+      counts_V = jnp.zeros(self.model_config.vocab_size).at[targets_BP.reshape(-1)].add(weights_BP.reshape(-1))
+      metrics["target_counts"] = (counts_V, None)
+    return loss_sum, num_predictions, metrics
+
+  def summarize(self, totals: dict) -> dict[str, float]:
+    """Host-side metric values from summed (sum, count) pairs; count None means report the total."""
+    out = {}
+    for name, (total, count) in totals.items():
+      if name == "target_counts":
+        out["majority_token_accuracy"] = float(total.max() / max(total.sum(), 1.0))
+      else:
+        out[name] = float(total) if count is None else float(total / max(count, 1e-9))
+    return out
+
+  def train_flops_per_row(self) -> float:
+    """Analytic training FLOPs per row, for perf/mfu."""
+    return flops.mlm_train_flops_per_row(self.model_config, self.seq_len, self.masking.max_predictions)
+
+  # ---------------------------------------------------------------- after training
+
+  def fill_mask(self, params, texts: list[str], top_k: int = 5):
+    """For each text with [MASK] tokens: per mask, the top_k (token, probability), specials excluded."""
+    rows, mask_positions = [], []
+    for text in texts:
+      ids = [self.tokenizer.cls_id, *self.tokenizer.encode(text)[: self.seq_len - 2], self.tokenizer.sep_id]
+      positions = [i for i, t in enumerate(ids) if t == self.tokenizer.mask_id]
+      if not positions:
+        raise ValueError(f"no [MASK] token in {text!r}")
+      rows.append(ids)
+      mask_positions.append(positions[: self.masking.max_predictions])
+    B, L, P = len(rows), self.seq_len, self.masking.max_predictions
+    input_ids, segment_ids, positions_BL = (np.zeros((B, L), np.int32) for _ in range(3))
+    masked_BP = np.zeros((B, P), np.int32)
+    for b, (ids, pos) in enumerate(zip(rows, mask_positions)):
+      input_ids[b, : len(ids)] = ids
+      segment_ids[b, : len(ids)] = 1
+      positions_BL[b, : len(ids)] = np.arange(len(ids))
+      masked_BP[b, : len(pos)] = pos
+    logits_BPV = self.model.apply({"params": params}, input_ids, segment_ids, positions_BL,
+                                  np.zeros_like(input_ids), masked_BP, deterministic=True)
+    logits_BPV = np.where(self.tokenizer.special_table(), -np.inf, np.asarray(logits_BPV, np.float64))
+    probs_BPV = np.exp(logits_BPV - logits_BPV.max(-1, keepdims=True))
+    probs_BPV /= probs_BPV.sum(-1, keepdims=True)
+    results = []
+    for b, pos in enumerate(mask_positions):
+      per_mask = []
+      for p in range(len(pos)):
+        best = np.argsort(-probs_BPV[b, p])[:top_k]
+        per_mask.append([(self.tokenizer.vocab[i], float(probs_BPV[b, p, i])) for i in best])
+      results.append(per_mask)
+    return results
+
+  def predict(self, params, texts: list[str], top_k: int = 5) -> list[str]:
+    """Printable fill-in-the-blank results: each text, then the top_k candidates of each [MASK]."""
+    lines = []
+    for text, per_mask in zip(texts, self.fill_mask(params, texts, top_k)):
+      lines.append(text)
+      for i, candidates in enumerate(per_mask):
+        shown = "  ".join(f"{token} {prob:.3f}" for token, prob in candidates)
+        lines.append(f"  [MASK] #{i + 1}: {shown}")
+    return lines
+
+  def after_training(self, params, log) -> None:
+    """Prints the configured fill-in-the-blank examples with the trained model."""
+    examples = list(self.config.task.fill_mask_examples)
+    if examples:
+      log("Fill in the blank (top 5 with probabilities):")
+      for line in self.predict(params, examples):
+        log("  " + line)

@@ -1,0 +1,308 @@
+"""The one training loop, for every task.
+
+Read top to bottom: the compiled train and eval steps, then `run`, which builds the state on the
+mesh, resumes from the newest checkpoint, trains with periodic logging, evaluation and
+checkpoints, and hands the trained params to the task at the end. The loop knows nothing about
+any particular task beyond the interface documented in `flaxlm.tasks`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm import tqdm
+
+from flaxlm import config as config_lib
+from flaxlm import parallel
+from flaxlm.data import build_tokenizer
+from flaxlm.tasks import get_task
+from flaxlm.train import flops
+from flaxlm.train.checkpoint import Checkpointer, abstract_like
+from flaxlm.train.metrics import MetricsWriter
+from flaxlm.train.optimizer import learning_rate_schedule, make_optimizer
+from flaxlm.train.state import TrainState
+
+EVAL_SEED_OFFSET = 1_000_003  # Eval masks: fixed across evaluations, distinct from training's.
+
+
+# ----------------------------------------------------------------------------- steps
+
+
+def make_train_step(task, tx, schedule, grad_accum_steps: int):
+  """(state, batch) -> (state, metrics); gradients of the summed loss over micro-batches, then / weight.
+
+  Masking runs once on the whole batch, so the update equals the unaccumulated one up to float
+  rounding whatever grad_accum_steps is; micro-batch i takes rows i, i+A, i+2A, ... so each one
+  stays spread over every data-parallel device.
+  """
+
+  def micro_loss(params, batch, rng):
+    loss_sum, weight, metrics = task.loss(params, batch, rng, train=True)
+    return loss_sum, (weight, metrics)
+
+  grad_fn = jax.grad(micro_loss, has_aux=True)
+
+  def train_step(state: TrainState, batch):
+    mask_rng, dropout_rng = jax.random.split(state.step_rng())
+    batch = task.prepare_batch(batch, mask_rng)
+    if grad_accum_steps == 1:
+      grads, (weight, metrics) = grad_fn(state.params, batch, dropout_rng)
+    else:
+      micro = jax.tree.map(
+          lambda x: x.reshape(x.shape[0] // grad_accum_steps, grad_accum_steps, *x.shape[1:]).swapaxes(0, 1), batch)
+
+      def accumulate(carry, inputs):
+        index, micro_batch = inputs
+        g, (w, m) = grad_fn(state.params, micro_batch, jax.random.fold_in(dropout_rng, index))
+        return jax.tree.map(jnp.add, carry, (g, w, m)), None
+
+      zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(lambda: grad_fn(
+          state.params, jax.tree.map(lambda x: x[0], micro), dropout_rng)))
+      zeros = (zeros[0], zeros[1][0], zeros[1][1])
+      (grads, weight, metrics), _ = jax.lax.scan(accumulate, zeros, (jnp.arange(grad_accum_steps), micro))
+    grads = jax.tree.map(lambda g: g / jnp.maximum(weight, 1.0), grads)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {**metrics, "grad_norm": (optax.tree.norm(grads), jnp.float32(1.0)),
+               "learning_rate": (schedule(state.step), jnp.float32(1.0))}
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  return train_step
+
+
+def make_eval_step(task):
+  """(params, batch, rng) -> metrics as (sum, count) pairs for one eval batch."""
+
+  def eval_step(params, batch, rng):
+    batch = task.prepare_batch(batch, rng)
+    _, _, metrics = task.loss(params, batch, rng, train=False)
+    return metrics
+
+  return eval_step
+
+
+def _add_metrics(total, new):
+  return new if total is None else jax.tree.map(jnp.add, total, new)
+
+
+# ----------------------------------------------------------------------------- setup
+
+
+class Run:
+  """Everything built from a config for one workdir: tokenizer, task, mesh, state, compiled steps."""
+
+  def __init__(self, config, workdir: str):
+    config_lib.validate(config)
+    self.config = config
+    self.workdir = workdir
+    self.tokenizer = build_tokenizer(config, workdir)
+    self.task = get_task(config, self.tokenizer)
+    self.mesh = parallel.make_mesh(config.mesh)
+    self.rules = parallel.axis_rules(config.mesh)
+    t = config.train
+    self.schedule = learning_rate_schedule(config.optimizer, t.num_steps)
+    self.tx = make_optimizer(config.optimizer, t.num_steps)
+    self.batch_sharding = parallel.batch_sharding(self.mesh, self.rules)
+    self.local_batch_size = t.batch_size // jax.process_count()
+    self.local_eval_batch_size = t.eval_batch_size // jax.process_count()
+    data_parallel = self.batch_sharding.num_devices // np.prod(
+        [self.mesh.shape[a] for a in parallel.MESH_AXES if a not in _batch_axes(self.batch_sharding)])
+    for key, size in (("train.batch_size", t.batch_size), ("train.eval_batch_size", t.eval_batch_size)):
+      if size % (data_parallel * t.grad_accum_steps if key == "train.batch_size" else data_parallel):
+        raise config_lib.ConfigError(
+            f"config.{key}: {size} rows cannot be split evenly over {data_parallel} data-parallel devices"
+            + (f" x {t.grad_accum_steps} accumulation steps" if key == "train.batch_size" else ""))
+
+    def init_state(rng):
+      param_rng, state_rng = jax.random.split(rng)
+      params = self.task.init_params(param_rng, self.task.dummy_batch(1))
+      return TrainState(step=jnp.int32(0), params=params, opt_state=self.tx.init(params), rng=state_rng)
+
+    with parallel.sharding_context(self.mesh, self.rules):
+      boxed = jax.eval_shape(init_state, jax.random.PRNGKey(config.seed))
+      self.state_shardings = parallel.logical_to_sharding(boxed, self.mesh, self.rules)
+      self._init = jax.jit(lambda rng: nn.meta.unbox(init_state(rng)), out_shardings=self.state_shardings)
+    self.abstract_state = abstract_like(nn.meta.map_axis_meta(lambda box: box.value, boxed), self.state_shardings)
+    with parallel.sharding_context(self.mesh, self.rules):
+      replicated = parallel.replicated(self.mesh)
+      self.train_step = jax.jit(make_train_step(self.task, self.tx, self.schedule, t.grad_accum_steps),
+                                in_shardings=(self.state_shardings, self.batch_sharding),
+                                out_shardings=(self.state_shardings, replicated), donate_argnums=(0,))
+      self.eval_step = jax.jit(make_eval_step(self.task),
+                               in_shardings=(self.state_shardings.params, self.batch_sharding, replicated),
+                               out_shardings=replicated)
+    self.num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(self.abstract_state.params))
+
+  def init_state(self) -> TrainState:
+    """Freshly initialised state, sharded on the mesh."""
+    with parallel.sharding_context(self.mesh, self.rules):
+      return self._init(jax.random.PRNGKey(self.config.seed))
+
+  def put_batch(self, local_batch):
+    """This process's numpy rows -> the global, sharded batch."""
+    return parallel.global_batch(local_batch, self.batch_sharding)
+
+  def evaluate(self, params) -> dict[str, float]:
+    """Metrics over the whole eval split (or train.eval_max_batches batches)."""
+    totals, limit = None, self.config.train.eval_max_batches
+    eval_rng = jax.random.PRNGKey(self.config.seed + EVAL_SEED_OFFSET)
+    batches = self.task.eval_batches(self.local_eval_batch_size, jax.process_index(), jax.process_count())
+    with parallel.sharding_context(self.mesh, self.rules):
+      for index, local_batch in enumerate(batches):
+        if limit and index >= limit:
+          break
+        totals = _add_metrics(totals, self.eval_step(params, self.put_batch(local_batch),
+                                                     jax.random.fold_in(eval_rng, index)))
+    if totals is None:
+      raise ValueError("the eval split produced no batches")
+    return self.task.summarize(jax.device_get(totals))
+
+
+def _batch_axes(sharding) -> tuple:
+  axes = sharding.spec[0]
+  return tuple(axes) if isinstance(axes, (tuple, list)) else ((axes,) if axes else ())
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+class Interrupted(Exception):
+  """Training stopped on a signal after committing a checkpoint at the current step."""
+
+
+class _StopSignal:
+  """Turns SIGTERM (a preemption notice) into a flag the loop checks between steps."""
+
+  def __init__(self):
+    self.received = None
+    self._previous = None
+
+  def __enter__(self):
+    try:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # Not the main thread: leave signals alone.
+      self._previous = None
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    self.received = signal.Signals(signum).name
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def run(config, workdir: str) -> dict[str, float]:
+  """Trains (or resumes) the run in `workdir`; returns the final eval metrics."""
+  config_lib.validate(config)  # Before anything is written.
+  is_main = jax.process_index() == 0
+  os.makedirs(workdir, exist_ok=True)
+  log = tqdm.write if is_main else (lambda *_: None)
+  t = config.train
+
+  run_ = Run(config, workdir)
+  if is_main:
+    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+      f.write(config_lib.to_json(config))
+  checkpoints = Checkpointer(workdir, keep=t.keep_checkpoints)
+  train_iter = run_.task.train_batches(run_.local_batch_size, jax.process_index(), jax.process_count())
+
+  start_step = checkpoints.latest_step()
+  if start_step is not None:
+    state, data_state = checkpoints.restore(start_step, run_.abstract_state)
+    train_iter.set_state(data_state)
+    log(f"Resumed from {checkpoints.directory}/{start_step} (step {start_step} of {t.num_steps}).")
+  else:
+    start_step = 0
+    state = run_.init_state()
+  writer = MetricsWriter(workdir, resume_step=start_step, enabled=is_main)
+
+  tokens_per_step = t.batch_size * config.data.max_seq_len
+  flops_per_step = run_.task.train_flops_per_row() * t.batch_size
+  on_cpu = jax.devices()[0].platform == "cpu"
+  # Simulated CPU devices share the host's cores, so the host's matmul peak is the whole budget.
+  peak_flops = (flops.peak_flops_per_device(t.peak_flops) if on_cpu and not t.peak_flops
+                else flops.peak_flops_per_device(t.peak_flops) * jax.device_count())
+  log(f"flaxlm: task {config.task.name}, {run_.num_params / 1e6:.2f}M params, vocab {run_.tokenizer.vocab_size}, "
+      f"{jax.device_count()} {jax.devices()[0].platform} device(s), mesh {dict(run_.mesh.shape)}, "
+      f"batch {t.batch_size} x {config.data.max_seq_len} tokens, workdir {workdir}")
+
+  final_eval: dict[str, float] = {}
+  if start_step >= t.num_steps:
+    log(f"Workdir {workdir} already holds a finished run (step {start_step}); delete it to train again.")
+  else:
+    state, final_eval = _train(run_, state, train_iter, checkpoints, writer, start_step, tokens_per_step,
+                               flops_per_step, peak_flops, log, is_main)
+  checkpoints.close()
+  writer.close()
+  if is_main:
+    run_.task.after_training(jax.device_get(state.params), log)
+  return final_eval
+
+
+def _train(run_: Run, state, train_iter, checkpoints, writer, start_step, tokens_per_step, flops_per_step,
+           peak_flops, log, is_main) -> tuple[TrainState, dict[str, float]]:
+  config, t = run_.config, run_.config.train
+  bar = tqdm(total=t.num_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True,
+             disable=not (is_main and t.progress_bar))
+  # Metrics average over every step since the last log; throughput is timed from the end of the
+  # first (compiling) step of this process, so it excludes compilation.
+  interval_metrics, timer_start, timed_steps, paused = None, None, 0, 0.0
+  eval_metrics: dict[str, float] = {}
+  step = start_step
+  with _StopSignal() as stop, parallel.sharding_context(run_.mesh, run_.rules):
+    while step < t.num_steps:
+      batch = run_.put_batch(next(train_iter))
+      state, metrics = run_.train_step(state, batch)
+      step += 1
+      interval_metrics = _add_metrics(interval_metrics, metrics)
+      if timer_start is None:
+        jax.block_until_ready(state.step)
+        timer_start = time.perf_counter()
+      else:
+        timed_steps += 1
+      bar.update(1)
+
+      if step % t.log_every == 0 or step == t.num_steps:
+        values = run_.task.summarize(jax.device_get(interval_metrics))
+        record = {f"train/{k}": v for k, v in values.items()}
+        if timed_steps:
+          elapsed = time.perf_counter() - timer_start - paused
+          record["perf/step_time"] = elapsed / timed_steps
+          record["perf/tokens_per_sec"] = tokens_per_step * timed_steps / elapsed
+          record["perf/mfu"] = flops_per_step * timed_steps / elapsed / peak_flops
+          bar.set_postfix(loss=f"{values['loss']:.3f}", **_headline(values),
+                          tok_s=f"{record['perf/tokens_per_sec']:.0f}")
+        writer.write(step, record)
+        interval_metrics, timer_start, timed_steps, paused = None, time.perf_counter(), 0, 0.0
+
+      if (t.eval_every and step % t.eval_every == 0) or step == t.num_steps:
+        eval_start = time.perf_counter()
+        eval_metrics = run_.evaluate(state.params)
+        writer.write(step, {f"eval/{k}": v for k, v in eval_metrics.items()})
+        log(f"step {step}: eval " + ", ".join(f"{k} {v:.4g}" for k, v in eval_metrics.items()))
+        paused += time.perf_counter() - eval_start  # Evaluation time is not training throughput.
+
+      if (t.checkpoint_every and step % t.checkpoint_every == 0) or step == t.num_steps or stop.received:
+        checkpoints.save(step, state, train_iter.get_state())
+      if stop.received:
+        checkpoints.wait()
+        bar.close()
+        raise Interrupted(f"received {stop.received}: saved a checkpoint at step {step} in "
+                          f"{checkpoints.directory}; rerun the same command to resume")
+  bar.close()
+  checkpoints.wait()
+  return state, eval_metrics
+
+
+def _headline(values: dict[str, float]) -> dict[str, str]:
+  """The progress bar's task metric besides the loss (e.g. MLM accuracy)."""
+  return {k.replace("mlm_", ""): f"{v:.3f}" for k, v in values.items() if k.endswith("accuracy")}

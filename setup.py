@@ -1,0 +1,33 @@
+"""flaxlm: masked-language-model pretraining and fine-tuning in JAX/Flax."""
+
+import setuptools
+
+setuptools.setup(
+    name="flaxlm",
+    version="0.1.0",
+    description="BERT-family masked-LM pretraining and fine-tuning in JAX/Flax",
+    packages=setuptools.find_packages(include=["flaxlm", "flaxlm.*"]),
+    python_requires=">=3.11",
+    # Minimums, not pins: these are the oldest versions the code was read against.
+    install_requires=[
+        "jax>=0.7.1",
+        "flax>=0.11.0",
+        "optax>=0.2.4",
+        "orbax-checkpoint>=0.11.0",
+        "ml-collections>=1.0.0",
+        "tensorflow-datasets>=4.9.7",
+        "array-record>=0.5.0",
+        "importlib-resources>=6.0",  # tensorflow-datasets needs it for builders in packages; it does not declare it.
+        "grain>=0.2.10",
+        "tokenizers>=0.20.0",
+        "absl-py>=2.1.0",
+        "numpy>=1.26",
+        "tqdm>=4.66",
+        "tensorboardX>=2.6",
+    ],
+    extras_require={
+        "test": ["pytest>=8.0"],
+        "tpu": ["jax[tpu]>=0.7.1"],
+        "gpu": ["jax[cuda12]>=0.7.1"],
+    },
+)

@@ -1,0 +1,51 @@
+"""Every experiment file loads, validates (full size and smoke), and documents its run command."""
+
+import glob
+import importlib.util
+import os
+
+import pytest
+
+from flaxlm import config as config_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXPERIMENTS = sorted(glob.glob(os.path.join(ROOT, "experiments", "*.py")))
+
+
+def _load(path):
+  spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_there_are_experiments():
+  names = {os.path.basename(p) for p in EXPERIMENTS}
+  assert {"demo.py", "bert_base_mlm.py", "bert_large_mlm.py"} <= names
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=os.path.basename)
+def test_experiment_validates_and_documents_its_command(path):
+  module = _load(path)
+  name = os.path.basename(path)
+  assert f"python -m flaxlm.main --config experiments/{name}" in module.__doc__
+  assert f"experiments/{name}:smoke" in module.__doc__
+  for arg in (None, "smoke"):
+    config_lib.validate(module.get_config(arg))
+  with pytest.raises(config_lib.ConfigError, match="unknown config argument"):
+    module.get_config("no_such_argument")
+
+
+@pytest.mark.parametrize("name,size", [("bert_base_mlm.py", (12, 768, 12, 3072)),
+                                       ("bert_large_mlm.py", (24, 1024, 16, 4096))])
+def test_bert_recipes_match_the_paper(name, size):
+  module = _load(os.path.join(ROOT, "experiments", name))
+  one, two = module.get_config("phase=1"), module.get_config("phase=2")
+  m = one.model
+  assert (m.num_layers, m.hidden_size, m.num_heads, m.mlp_dim) == size
+  assert (one.train.batch_size, one.optimizer.learning_rate, one.optimizer.warmup_steps) == (256, 1e-4, 10_000)
+  assert (one.data.max_seq_len, one.mlm.max_predictions_per_seq, one.train.num_steps) == (128, 20, 900_000)
+  assert (two.data.max_seq_len, two.mlm.max_predictions_per_seq, two.train.num_steps) == (512, 80, 1_000_000)
+  assert one.optimizer.schedule_steps == two.optimizer.schedule_steps == 1_000_000
+  with pytest.raises(config_lib.ConfigError, match="phase must be 1 or 2"):
+    module.get_config("phase=3")

@@ -1,0 +1,79 @@
+"""The command line end to end: run, resume, predict, and preemption by SIGTERM."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOKE = ["--config", "experiments/demo.py:smoke", "--config.optimizer.schedule_steps=30"]
+
+
+def _env():
+  # One device keeps subprocess start-up quick; the mesh tests cover 8.
+  return {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+
+
+def _main(workdir, *args):
+  return subprocess.run([sys.executable, "-m", "flaxlm.main", *SMOKE, "--workdir", str(workdir), *args],
+                        cwd=ROOT, capture_output=True, text=True, env=_env(), timeout=600)
+
+
+def _records(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
+    return [json.loads(line) for line in f]
+
+
+def _train_losses(workdir):
+  return {r["step"]: r["train/loss"] for r in _records(workdir) if "train/loss" in r}
+
+
+def test_second_run_resumes_and_metrics_continue(tmp_path):
+  first = _main(tmp_path / "w", "--config.train.num_steps=20")
+  assert first.returncode == 0, first.stderr[-3000:]
+  assert "Fill in the blank" in first.stdout + first.stderr
+  second = _main(tmp_path / "w")
+  assert second.returncode == 0, second.stderr[-3000:]
+  assert "Resumed from" in second.stdout + second.stderr and "(step 20 of 30)" in second.stdout + second.stderr
+  steps = [r["step"] for r in _records(tmp_path / "w") if "train/loss" in r]
+  assert steps == [5, 10, 15, 20, 25, 30]
+  straight = _main(tmp_path / "straight")
+  assert straight.returncode == 0, straight.stderr[-3000:]
+  assert _train_losses(tmp_path / "w") == _train_losses(tmp_path / "straight")
+  # Resuming a finished run trains nothing and says so.
+  third = _main(tmp_path / "w")
+  assert third.returncode == 0 and "already holds a finished run" in third.stdout + third.stderr
+  assert len(_records(tmp_path / "w")) == len(_records(tmp_path / "straight")) + 1  # + the eval at 20.
+
+  predicted = subprocess.run([sys.executable, "-m", "flaxlm.predict", "--workdir", str(tmp_path / "w"),
+                              "--text", "Return the [MASK] of the function."], cwd=ROOT, capture_output=True,
+                             text=True, env=_env(), timeout=300)
+  assert predicted.returncode == 0, predicted.stderr[-3000:]
+  lines = predicted.stdout.strip().splitlines()
+  assert lines[0] == "Return the [MASK] of the function." and lines[1].startswith("  [MASK] #1: ")
+  probs = [float(x) for x in lines[1].split()[3::2]]
+  assert len(probs) == 5 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1
+
+
+def test_sigterm_saves_the_current_step_and_the_rerun_resumes_there(tmp_path):
+  workdir = tmp_path / "w"
+  cmd = [sys.executable, "-m", "flaxlm.main", *SMOKE, "--workdir", str(workdir), "--config.train.num_steps=100000",
+         "--config.train.checkpoint_every=1000"]
+  proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 300
+  while time.time() < deadline:
+    metrics = workdir / "metrics.jsonl"
+    if metrics.exists() and metrics.read_text().count("\n") >= 2:  # Training is under way (step 10+).
+      break
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=300)
+  assert proc.returncode == 143, err[-3000:]
+  steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+  assert steps and steps[-1] >= 10
+  assert f"saved a checkpoint at step {steps[-1]}" in err
+  again = _main(workdir, "--config.train.num_steps=" + str(steps[-1] + 2), "--config.train.checkpoint_every=1000")
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert f"(step {steps[-1]} of {steps[-1] + 2})" in again.stdout + again.stderr
