@@ -1,8 +1,10 @@
 """Demo: pretrain a small BERT with masked-LM on the embedded Python-docs corpus (no download).
 
 The corpus is pydoc's topic texts and the standard library's docstrings, extracted from the Python
-that runs flaxlm, so it exists on every machine. Trains a 4-layer, 256-wide BERT with a trained
-8k WordPiece vocab on 2 CPU cores in a few minutes, then prints fill-in-the-blank predictions.
+that runs flaxlm, so it exists on every machine. Trains a 4-layer, 128-wide BERT with a trained
+8k WordPiece vocab for 900 steps (about 5 minutes on 2 CPU cores), then prints fill-in-the-blank
+predictions. On this budget more steps beat a wider model: 256 wide gets fewer steps and a lower
+accuracy in the same time, and learning rates above 1e-3 stall at predicting the commonest token.
 
   python -m flaxlm.main --config experiments/demo.py --workdir runs/demo
   python -m flaxlm.main --config experiments/demo.py:smoke --workdir /tmp/demo_smoke   # ~1 minute
@@ -20,19 +22,19 @@ def get_config(arg=None):
   c.data.max_seq_len = 128
   c.data.eval_fraction = 0.05
   c.tokenizer.vocab_size = 8192
-  c.model.hidden_size = 256
+  c.model.hidden_size = 128
   c.model.num_layers = 4
   c.model.num_heads = 4
-  c.model.mlp_dim = 1024
+  c.model.mlp_dim = 512
   c.model.max_position_embeddings = 128
   c.optimizer.learning_rate = 1e-3
-  c.optimizer.warmup_steps = 50
+  c.optimizer.warmup_steps = 100
   c.optimizer.decay = "linear"
   c.train.batch_size = 32
-  c.train.num_steps = 400
+  c.train.num_steps = 900
   c.train.log_every = 20
-  c.train.eval_every = 200
-  c.train.checkpoint_every = 200
+  c.train.eval_every = 300
+  c.train.checkpoint_every = 300
   c.task.fill_mask_examples = (
       "Return the [MASK] of the function.",
       "The [MASK] of the function is returned.",

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from flaxlm.data import sources
 from flaxlm.data.tokenizer import SPECIAL_TOKENS, Tokenizer, cached_vocab, train_vocab
 
 VOCAB = [*SPECIAL_TOKENS, "[unused0]", "un", "##aff", "##able", "the", "cafe", "café", "is", "open", ",", ".",
@@ -60,6 +61,16 @@ def test_trained_vocab_tokenizes_its_corpus(tmp_path):
   assert tok.vocab[:5] == list(SPECIAL_TOKENS)
   assert tok.tokens(tok.encode("The lazy fox")) == ["the", "lazy", "fox"]
   assert tok.unk_id not in tok.encode("quick brown dog naps")
+
+
+def test_vocab_training_is_deterministic(tmp_path):
+  # The trainer walks a hash map; on real text the result must still be the same file every time.
+  with open(sources.python_docs_corpus(), encoding="utf-8") as f:
+    texts = f.read().split("\n\n")[:3000]
+  a = train_vocab(texts, vocab_size=1000, lowercase=True, out_file=str(tmp_path / "a.txt"))
+  b = train_vocab(texts, vocab_size=1000, lowercase=True, out_file=str(tmp_path / "b.txt"))
+  with open(a, encoding="utf-8") as fa, open(b, encoding="utf-8") as fb:
+    assert fa.read() == fb.read()
 
 
 def test_cached_vocab_trains_once(tmp_path):

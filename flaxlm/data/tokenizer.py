@@ -78,6 +78,13 @@ def train_vocab(texts: Iterable[str], vocab_size: int, lowercase: bool, out_file
   # Write to a temporary file first so a crash never leaves a half-written cached vocab.
   with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(out_file))) as tmp:
     written = trainer.save_model(tmp)[0]
+    with open(written, encoding="utf-8") as f:
+      tokens = [line.rstrip("\n") for line in f]
+    # The trainer lists its initial alphabet in hash order, which changes from run to run; WordPiece
+    # only needs the set, so sorting makes the same corpus give the same vocab (and ids) everywhere.
+    rest = sorted(t for t in tokens if t not in SPECIAL_TOKENS)
+    with open(written, "w", encoding="utf-8") as f:
+      f.write("\n".join([*SPECIAL_TOKENS, *rest]) + "\n")
     os.replace(written, out_file)
   return out_file
 
@@ -87,7 +94,7 @@ def cached_vocab(texts_fn, corpus_id: str, vocab_size: int, lowercase: bool, cac
 
   `texts_fn` is only called when the vocab is not cached yet.
   """
-  key = hashlib.sha256(f"{corpus_id}|{vocab_size}|{lowercase}|{tokenizers.__version__}".encode()).hexdigest()
+  key = hashlib.sha256(f"{corpus_id}|{vocab_size}|{lowercase}|{tokenizers.__version__}|sorted".encode()).hexdigest()
   path = os.path.join(cache_dir, "vocab", f"wordpiece-{vocab_size}-{key[:16]}.txt")
   if not os.path.isfile(path):
     train_vocab(texts_fn(), vocab_size, lowercase, path)

@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from flaxlm.models.encoder import BertEncoder
-from flaxlm.models.layers import ModelConfig, dense_init, layer_norm
+from flaxlm.models.layers import ModelConfig, dense, layer_norm
 
 
 def gather_positions(x_BLD, positions_BP):
@@ -21,12 +21,8 @@ class MlmTransform(nn.Module):
 
   @nn.compact
   def __call__(self, x_BPD):
-    cfg = self.cfg
-    h_BPD = nn.Dense(cfg.hidden_size, dtype=cfg.compute_dtype, name="dense",
-                     kernel_init=dense_init(cfg, ("embed", "mlp")),
-                     bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)))(x_BPD)
-    h_BPD = nn.gelu(h_BPD, approximate=False)
-    return layer_norm(cfg, "norm")(h_BPD)
+    h_BPD = dense(self.cfg, self.cfg.hidden_size, ("embed", "mlp"), "dense")(x_BPD)
+    return layer_norm(self.cfg, "norm")(nn.gelu(h_BPD, approximate=False))
 
 
 class Pooler(nn.Module):
@@ -36,10 +32,7 @@ class Pooler(nn.Module):
 
   @nn.compact
   def __call__(self, cls_BD):
-    cfg = self.cfg
-    return nn.tanh(nn.Dense(cfg.hidden_size, dtype=cfg.compute_dtype, name="dense",
-                            kernel_init=dense_init(cfg, ("embed", "mlp")),
-                            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)))(cls_BD))
+    return nn.tanh(dense(self.cfg, self.cfg.hidden_size, ("embed", "mlp"), "dense")(cls_BD))
 
 
 class BertForMaskedLM(nn.Module):

@@ -52,6 +52,12 @@ def dense_init(cfg: ModelConfig, axes: tuple):
   return nn.with_logical_partitioning(nn.initializers.truncated_normal(cfg.initializer_range), axes)
 
 
+def dense(cfg: ModelConfig, features: int, axes: tuple[str, str], name: str) -> nn.Dense:
+  """A dense layer in the compute dtype whose kernel and bias carry logical axis names (in, out)."""
+  return nn.Dense(features, dtype=cfg.compute_dtype, name=name, kernel_init=dense_init(cfg, axes),
+                  bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes[1],)))
+
+
 def layer_norm(cfg: ModelConfig, name: str) -> nn.LayerNorm:
   """LayerNorm computed in float32 whatever the compute dtype, as BERT's eps."""
   return nn.LayerNorm(
@@ -156,14 +162,9 @@ class FeedForward(nn.Module):
   @nn.compact
   def __call__(self, x_BLD):
     cfg = self.cfg
-    h_BLF = nn.Dense(cfg.mlp_dim, dtype=cfg.compute_dtype, name="wi",
-                     kernel_init=dense_init(cfg, ("embed", "mlp")),
-                     bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)))(x_BLD)
-    h_BLF = nn.gelu(h_BLF, approximate=False)
+    h_BLF = nn.gelu(dense(cfg, cfg.mlp_dim, ("embed", "mlp"), "wi")(x_BLD), approximate=False)
     h_BLF = nn.with_logical_constraint(h_BLF, ("batch", "length", "mlp"))
-    return nn.Dense(cfg.hidden_size, dtype=cfg.compute_dtype, name="wo",
-                    kernel_init=dense_init(cfg, ("mlp", "embed")),
-                    bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))(h_BLF)
+    return dense(cfg, cfg.hidden_size, ("mlp", "embed"), "wo")(h_BLF)
 
 
 class EncoderBlock(nn.Module):
