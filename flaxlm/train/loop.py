@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 
 import flax.linen as nn
@@ -251,8 +252,9 @@ def run(config, workdir: str) -> dict[str, float]:
 def _train(run_: Run, state, train_iter, checkpoints, writer, start_step, tokens_per_step, flops_per_step,
            peak_flops, log, is_main) -> tuple[TrainState, dict[str, float]]:
   config, t = run_.config, run_.config.train
+  # Redraw often on a terminal; in a log file (CI, a cluster job) a line every 30 s is plenty.
   bar = tqdm(total=t.num_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True,
-             disable=not (is_main and t.progress_bar))
+             disable=not (is_main and t.progress_bar), mininterval=0.1 if sys.stderr.isatty() else 30.0)
   # Metrics average over every step since the last log; throughput is timed from the end of the
   # first (compiling) step of this process, so it excludes compilation.
   interval_metrics, timer_start, timed_steps, paused = None, None, 0, 0.0
