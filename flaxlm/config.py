@@ -52,6 +52,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.task.name = "mlm"
   # Sentences with [MASK] whose top-5 fillers are printed after training (MLM only).
   c.task.fill_mask_examples = ()
+  # Label names of a classification or NER task, in id order; empty: read from the data.
+  c.task.labels = ()
 
   c.model = ml_collections.ConfigDict()
   c.model.vocab_size = config_dict.placeholder(int)  # None: taken from the tokenizer.

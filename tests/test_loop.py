@@ -96,3 +96,17 @@ def test_a_finished_run_does_not_train_again(tiny_config, tmp_path):
   before = read_metrics(str(tmp_path))
   assert loop.run(c, str(tmp_path)) == {}
   assert read_metrics(str(tmp_path)) == before
+
+
+def test_save_params_then_load_params_round_trips(tiny_config, tmp_path):
+  from flaxlm.train.checkpoint import load_params, save_params
+  c = _config(tiny_config, train__num_steps=2, train__checkpoint_every=0)
+  loop.run(c, str(tmp_path / "run"))
+  run = loop.Run(c, str(tmp_path / "run"))
+  trained = load_params(str(tmp_path / "run"), run.abstract_state.params)  # From a full training checkpoint.
+  np.testing.assert_array_equal(np.asarray(jax.tree.leaves(trained)[0]),
+                                jax.tree.leaves(_params(str(tmp_path / "run"), 2))[0])
+  save_params(str(tmp_path / "model"), trained)
+  again = load_params(str(tmp_path / "model"), run.abstract_state.params)
+  for x, y in zip(jax.tree.leaves(trained), jax.tree.leaves(again)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

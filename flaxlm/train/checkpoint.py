@@ -74,6 +74,35 @@ class Checkpointer:
     self._manager.close()
 
 
+def save_params(directory: str, params, step: int = 0) -> None:
+  """Writes `params` as a params-only checkpoint under `directory/checkpoints/STEP/`.
+
+  With a config.json and a vocab beside it, `directory` is a model directory that
+  `--config.init_from` and the exporter read exactly like a training workdir.
+  """
+  options = ocp.CheckpointManagerOptions(create=True, enable_async_checkpointing=False)
+  with ocp.CheckpointManager(os.path.join(os.path.abspath(directory), "checkpoints"), options=options) as manager:
+    manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave({"params": params})), force=True)
+    manager.wait_until_finished()
+
+
+def load_params(directory: str, abstract_params):
+  """The params of the newest checkpoint under `directory/checkpoints/` (a workdir or a saved model).
+
+  `abstract_params` (ShapeDtypeStructs, with shardings) says what to read and where it lands;
+  optimizer state and everything else in the checkpoint is left unread.
+  """
+  path = os.path.join(os.path.abspath(directory), "checkpoints")
+  with ocp.CheckpointManager(path) as manager:
+    step = manager.latest_step()
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {path}")
+    target = {"params": abstract_params}
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True)))
+  return restored["state"]["params"]
+
+
 def abstract_like(tree, shardings):
   """ShapeDtypeStructs of `tree` carrying `shardings`: the restore target."""
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
