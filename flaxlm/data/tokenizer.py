@@ -1,8 +1,10 @@
-"""WordPiece tokenization through Hugging Face `tokenizers`: train a vocab or load a BERT vocab.txt."""
+"""Tokenization through Hugging Face `tokenizers`: train a WordPiece vocab, load a BERT vocab.txt, or load
+any tokenizer.json (e.g. RoBERTa's byte-level BPE, from an imported checkpoint)."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import tempfile
@@ -13,27 +15,57 @@ import tokenizers
 from tokenizers.implementations import BertWordPieceTokenizer
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+# RoBERTa's names for the same five roles, in the same order.
+BPE_SPECIAL_TOKENS = ("<pad>", "<unk>", "<s>", "</s>", "<mask>")
 _SPECIAL_RE = re.compile(r"^\[[^\]]+\]$")  # [PAD], [unused12], ...: never produced from text.
 
 
 class Tokenizer:
-  """A BERT WordPiece tokenizer over a vocab.txt, with the ids and tables the MLM task needs."""
+  """A BERT WordPiece tokenizer over a vocab.txt, or the tokenizer a tokenizer.json describes, with the
+  ids and tables the MLM task needs.
+
+  A tokenizer.json carries its own normalizer, so `lowercase` only applies to a vocab.txt.
+  """
 
   def __init__(self, vocab_file: str, lowercase: bool = True):
     if not os.path.isfile(vocab_file):
       raise FileNotFoundError(f"vocab file not found: {vocab_file}")
     self.vocab_file = vocab_file
     self.lowercase = lowercase
-    with open(vocab_file, encoding="utf-8") as f:
-      self.vocab = [line.rstrip("\n") for line in f]
+    self._added_specials: set[str] = set()
+    self._word_start_prefix, self._continuation_prefix = None, "##"
+    if vocab_file.endswith(".json"):
+      self._load_tokenizer_json(vocab_file)
+    else:
+      with open(vocab_file, encoding="utf-8") as f:
+        self.vocab = [line.rstrip("\n") for line in f]
     index = {token: i for i, token in enumerate(self.vocab)}
-    missing = [t for t in SPECIAL_TOKENS if t not in index]
+    names = BPE_SPECIAL_TOKENS if all(t in index for t in BPE_SPECIAL_TOKENS) else SPECIAL_TOKENS
+    missing = [t for t in names if t not in index]
     if missing:
       raise ValueError(f"vocab file {vocab_file} lacks the special tokens {missing}")
-    self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (index[t] for t in SPECIAL_TOKENS)
-    # strip_accents=None follows lowercase, as BERT's uncased and cased vocabularies expect.
-    self._tokenizer = BertWordPieceTokenizer(vocab_file, lowercase=lowercase, strip_accents=None,
-                                             clean_text=True, handle_chinese_chars=True)
+    self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (index[t] for t in names)
+    if not vocab_file.endswith(".json"):
+      # strip_accents=None follows lowercase, as BERT's uncased and cased vocabularies expect.
+      self._tokenizer = BertWordPieceTokenizer(vocab_file, lowercase=lowercase, strip_accents=None,
+                                               clean_text=True, handle_chinese_chars=True)
+
+  def _load_tokenizer_json(self, path: str) -> None:
+    self._tokenizer = tokenizers.Tokenizer.from_file(path)
+    token_ids = self._tokenizer.get_vocab(with_added_tokens=True)
+    if sorted(token_ids.values()) != list(range(len(token_ids))):
+      raise ValueError(f"tokenizer file {path}: token ids are not 0..{len(token_ids) - 1}")
+    self.vocab = [""] * len(token_ids)
+    for token, i in token_ids.items():
+      self.vocab[i] = token
+    self._added_specials = {t.content for t in self._tokenizer.get_added_tokens_decoder().values() if t.special}
+    # Which tokens begin a word, for whole-word masking: WordPiece marks continuations ("##"); byte-level
+    # BPE and SentencePiece mark word starts instead (a leading space as "Ġ" or "▁").
+    spec = json.loads(self._tokenizer.to_str())
+    self._continuation_prefix = spec["model"].get("continuing_subword_prefix")
+    if not self._continuation_prefix:
+      described = json.dumps(spec.get("pre_tokenizer"))
+      self._word_start_prefix = "Ġ" if "ByteLevel" in described else "▁" if "Metaspace" in described else None
 
   @property
   def vocab_size(self) -> int:
@@ -56,12 +88,16 @@ class Tokenizer:
     return self._tokenizer.decode(list(ids))
 
   def special_table(self) -> np.ndarray:
-    """bool[V]: tokens that never come from text ([PAD], [CLS], [unused0], ...)."""
-    return np.array([bool(_SPECIAL_RE.match(t)) for t in self.vocab])
+    """bool[V]: tokens that never come from text ([PAD], [CLS], [unused0], <s>, ...)."""
+    return np.array([bool(_SPECIAL_RE.match(t)) or t in self._added_specials for t in self.vocab])
 
   def word_start_table(self) -> np.ndarray:
     """bool[V]: True where a token begins a word (not a `##` continuation), for whole-word masking."""
-    return np.array([not t.startswith("##") for t in self.vocab])
+    if self._continuation_prefix:
+      return np.array([not t.startswith(self._continuation_prefix) for t in self.vocab])
+    if self._word_start_prefix:
+      return np.array([t.startswith(self._word_start_prefix) for t in self.vocab]) | self.special_table()
+    return np.ones(len(self.vocab), bool)  # No word boundaries known: every token is its own word.
 
   def word_starts(self, ids: np.ndarray) -> np.ndarray:
     """Word-start flag of each token id."""
