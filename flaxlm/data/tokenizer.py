@@ -79,6 +79,19 @@ class Tokenizer:
     """Token ids of each text, without [CLS]/[SEP] (tokenized in parallel by the Rust library)."""
     return [e.ids for e in self._tokenizer.encode_batch(list(texts), add_special_tokens=False)]
 
+  def encode_words(self, words: Sequence[str]) -> tuple[list[int], list[int]]:
+    """Token ids of pre-split words, and for each token the index of the word it came from."""
+    encoding = self._tokenizer.encode(list(words), is_pretokenized=True, add_special_tokens=False)
+    return encoding.ids, [-1 if w is None else w for w in encoding.word_ids]
+
+  def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]], list[int]]:
+    """Token ids of `text`, each token's (start, end) character span, and its word index.
+
+    Words are the pre-tokenizer's: whitespace-separated, with punctuation split off.
+    """
+    encoding = self._tokenizer.encode(text, add_special_tokens=False)
+    return encoding.ids, [tuple(o) for o in encoding.offsets], [-1 if w is None else w for w in encoding.word_ids]
+
   def tokens(self, ids: Iterable[int]) -> list[str]:
     """The vocab strings of `ids`."""
     return [self.vocab[i] for i in ids]

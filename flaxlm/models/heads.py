@@ -54,3 +54,56 @@ class BertForMaskedLM(nn.Module):
     x_BLD = self.encoder(input_ids_BL, segment_ids_BL, positions_BL, token_type_ids_BL, deterministic)
     h_BPD = self.mlm_transform(gather_positions(x_BLD, masked_positions_BP))
     return self.encoder.embeddings.attend(h_BPD) + self.mlm_bias
+
+
+class BertForSequenceClassification(nn.Module):
+  """Encoder + pooler + linear classifier, scored at every token; the task reads the [CLS] tokens.
+
+  Packed rows hold several examples, each starting with its own [CLS]; computing the small head at
+  every position keeps shapes static, and the loss weights pick each example's [CLS]. With
+  num_labels == 1 the output is a regression score.
+  """
+
+  cfg: ModelConfig
+  num_labels: int
+
+  def setup(self):
+    self.encoder = BertEncoder(self.cfg)
+    self.pooler = Pooler(self.cfg)
+    self.classifier = dense(self.cfg, self.num_labels, ("embed", None), "classifier")
+    self.dropout = nn.Dropout(self.cfg.dropout_rate)
+
+  def __call__(self, input_ids_BL, segment_ids_BL, positions_BL, token_type_ids_BL, deterministic: bool = True):
+    x_BLD = self.encoder(input_ids_BL, segment_ids_BL, positions_BL, token_type_ids_BL, deterministic)
+    pooled_BLD = self.dropout(self.pooler(x_BLD), deterministic=deterministic)
+    return self.classifier(pooled_BLD).astype(jnp.float32)
+
+
+class BertForTokenClassification(nn.Module):
+  """Encoder + dropout + linear classifier per token (NER)."""
+
+  cfg: ModelConfig
+  num_labels: int
+
+  def setup(self):
+    self.encoder = BertEncoder(self.cfg)
+    self.classifier = dense(self.cfg, self.num_labels, ("embed", None), "classifier")
+    self.dropout = nn.Dropout(self.cfg.dropout_rate)
+
+  def __call__(self, input_ids_BL, segment_ids_BL, positions_BL, token_type_ids_BL, deterministic: bool = True):
+    x_BLD = self.encoder(input_ids_BL, segment_ids_BL, positions_BL, token_type_ids_BL, deterministic)
+    return self.classifier(self.dropout(x_BLD, deterministic=deterministic)).astype(jnp.float32)
+
+
+class BertForQuestionAnswering(nn.Module):
+  """Encoder + linear start/end scorer per token: logits [B, L, 2] (start, end)."""
+
+  cfg: ModelConfig
+
+  def setup(self):
+    self.encoder = BertEncoder(self.cfg)
+    self.qa_outputs = dense(self.cfg, 2, ("embed", None), "qa_outputs")
+
+  def __call__(self, input_ids_BL, segment_ids_BL, positions_BL, token_type_ids_BL, deterministic: bool = True):
+    x_BLD = self.encoder(input_ids_BL, segment_ids_BL, positions_BL, token_type_ids_BL, deterministic)
+    return self.qa_outputs(x_BLD).astype(jnp.float32)

@@ -52,7 +52,7 @@ def dense_init(cfg: ModelConfig, axes: tuple):
   return nn.with_logical_partitioning(nn.initializers.truncated_normal(cfg.initializer_range), axes)
 
 
-def dense(cfg: ModelConfig, features: int, axes: tuple[str, str], name: str) -> nn.Dense:
+def dense(cfg: ModelConfig, features: int, axes: tuple, name: str) -> nn.Dense:
   """A dense layer in the compute dtype whose kernel and bias carry logical axis names (in, out)."""
   return nn.Dense(features, dtype=cfg.compute_dtype, name=name, kernel_init=dense_init(cfg, axes),
                   bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes[1],)))

@@ -1,17 +1,14 @@
-"""Objectives and tasks. Each task module supplies what the one training loop needs:
-
-- `dummy_batch(batch_size)`: a batch of the right shapes, for initialisation;
-- `train_batches(batch_size, process_index, process_count)`: a checkpointable grain iterator
-  (`get_state`/`set_state`) of this process's numpy batches;
-- `eval_batches(...)`: one pass over the eval split, the last batch padded with segment 0 rows;
-- `init_params(rng, batch)` and `loss(params, batch, rng, train)`, which returns
-  (summed loss, its weight, {metric: (sum, count)}) so accumulation and eval sum exactly;
-- `train_flops_per_row()`, for perf/mfu; `best_metric`; `after_training(params, log)`.
+"""Objectives and tasks. Each task module supplies what the one training loop needs (see
+`flaxlm.tasks.base.Task`): batches, a loss returning sums and counts, eval outputs and their
+host-side scoring, and what to do after training; the loop never branches on the task.
 """
 
+from flaxlm.tasks.classification import ClassificationTask
 from flaxlm.tasks.mlm import MlmTask
+from flaxlm.tasks.ner import NerTask
+from flaxlm.tasks.qa import QaTask
 
-TASKS = {"mlm": MlmTask}
+TASKS = {"mlm": MlmTask, "classification": ClassificationTask, "ner": NerTask, "qa": QaTask}
 
 
 def get_task(config, tokenizer):

@@ -15,6 +15,7 @@ import numpy as np
 from flaxlm.data import pipeline, sources
 from flaxlm.data.tokenizer import Tokenizer
 from flaxlm.models import BertForMaskedLM, ModelConfig
+from flaxlm.tasks.base import Task, ratios
 from flaxlm.tasks.masking import MaskingConfig, mask_tokens
 from flaxlm.train import flops
 
@@ -24,11 +25,10 @@ def max_predictions(config) -> int:
   return config.mlm.max_predictions_per_seq or math.ceil(config.mlm.mask_rate * config.data.max_seq_len)
 
 
-class MlmTask:
+class MlmTask(Task):
   """BERT masked-LM pretraining on packed rows."""
 
   name = "mlm"
-  best_metric = ("eval/loss", "min")
 
   def __init__(self, config, tokenizer: Tokenizer):
     self.config = config
@@ -51,6 +51,18 @@ class MlmTask:
 
   # ---------------------------------------------------------------- data
 
+  @classmethod
+  def vocab_texts(cls, config):
+    """The training split's documents (at most tokenizer.train_max_documents of them)."""
+    docs = sources.text_source(config.data, config.data.train_split)
+    return (docs[i] for i in range(min(len(docs), config.tokenizer.train_max_documents)))
+
+  @classmethod
+  def vocab_corpus_id(cls, config) -> str:
+    """Identifies vocab_texts for the vocab cache."""
+    docs = sources.text_source(config.data, config.data.train_split)
+    return f"{docs.identity}|{config.tokenizer.train_max_documents}"
+
   def dummy_batch(self, batch_size: int) -> dict[str, np.ndarray]:
     """A batch of the right shapes and dtypes, for initialisation and compilation."""
     return {name: np.zeros((batch_size, self.seq_len), np.int32) for name in pipeline.FEATURES}
@@ -62,20 +74,21 @@ class MlmTask:
         max_seq_len=self.seq_len, batch_size=batch_size, seed=self.config.seed,
         packing_bins=self.config.data.packing_bins, process_index=process_index, process_count=process_count)
 
-  def eval_batches(self, batch_size: int, process_index: int, process_count: int):
-    """One pass over this process's share of the eval split, the last batch padded."""
-    return pipeline.eval_batches(
+  def eval_sets(self, batch_size: int, process_index: int, process_count: int):
+    """{"": one pass over this process's share of the eval split, the last batch padded}."""
+    return {"": pipeline.eval_batches(
         sources.text_source(self.config.data, self.config.data.eval_split), self.tokenizer,
         max_seq_len=self.seq_len, batch_size=batch_size, packing_bins=self.config.data.packing_bins,
-        process_index=process_index, process_count=process_count)
+        process_index=process_index, process_count=process_count)}
 
   # ---------------------------------------------------------------- model
 
-  def init_params(self, rng, batch):
-    """Fresh parameters (with logical-axis boxes) for a batch of these shapes."""
-    positions_BP = jnp.zeros((batch["input_ids"].shape[0], self.masking.max_predictions), jnp.int32)
-    return self.model.init(rng, batch["input_ids"], batch["segment_ids"], batch["positions"],
-                           batch["token_type_ids"], positions_BP, deterministic=True)["params"]
+  def model_inputs(self, batch) -> tuple:
+    """Encoder inputs plus the masked positions the head is evaluated at."""
+    positions_BP = batch.get("masked_positions")
+    if positions_BP is None:
+      positions_BP = jnp.zeros((batch["input_ids"].shape[0], self.masking.max_predictions), jnp.int32)
+    return (*super().model_inputs(batch), positions_BP)
 
   def prepare_batch(self, batch, rng):
     """Masks the batch (in the jitted step, before any split into accumulation micro-batches)."""
@@ -86,9 +99,8 @@ class MlmTask:
 
   def loss(self, params, batch, rng, train: bool):
     """(summed loss, number of predictions, metrics as {name: (sum, count)}) for a prepared batch."""
-    logits_BPV = self.model.apply(
-        {"params": params}, batch["input_ids"], batch["segment_ids"], batch["positions"], batch["token_type_ids"],
-        batch["masked_positions"], deterministic=not train, rngs={"dropout": rng})
+    logits_BPV = self.model.apply({"params": params}, *self.model_inputs(batch), deterministic=not train,
+                                  rngs={"dropout": rng})
     targets_BP, weights_BP = batch["targets"], batch["weights"]
     log_probs_BPV = jax.nn.log_softmax(logits_BPV.astype(jnp.float32), axis=-1)
     nll_BP = -jnp.take_along_axis(log_probs_BPV, targets_BP[..., None], axis=-1)[..., 0]
@@ -108,13 +120,12 @@ class MlmTask:
     return loss_sum, num_predictions, metrics
 
   def summarize(self, totals: dict) -> dict[str, float]:
-    """Host-side metric values from summed (sum, count) pairs; count None means report the total."""
-    out = {}
-    for name, (total, count) in totals.items():
-      if name == "target_counts":
-        out["majority_token_accuracy"] = float(total.max() / max(total.sum(), 1.0))
-      else:
-        out[name] = float(total) if count is None else float(total / max(count, 1e-9))
+    """Host-side metric values; the eval target histogram becomes the majority-token accuracy."""
+    totals = dict(totals)
+    counts = totals.pop("target_counts", None)
+    out = ratios(totals)
+    if counts is not None:
+      out["majority_token_accuracy"] = float(counts[0].max() / max(counts[0].sum(), 1.0))
     return out
 
   def train_flops_per_row(self) -> float:
@@ -155,8 +166,9 @@ class MlmTask:
       results.append(per_mask)
     return results
 
-  def predict(self, params, texts: list[str], top_k: int = 5) -> list[str]:
+  def predict(self, params, texts: list[str], pairs=None, top_k: int = 5) -> list[str]:
     """Printable fill-in-the-blank results: each text, then the top_k candidates of each [MASK]."""
+    del pairs
     lines = []
     for text, per_mask in zip(texts, self.fill_mask(params, texts, top_k)):
       lines.append(text)

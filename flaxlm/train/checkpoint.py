@@ -103,6 +103,23 @@ def load_params(directory: str, abstract_params):
   return restored["state"]["params"]
 
 
+def params_metadata(directory: str) -> dict:
+  """ShapeDtypeStructs of the params in the newest checkpoint under `directory/checkpoints/`, unread.
+
+  The tree comes from the checkpoint's metadata, so any task's params can be read without
+  building its model.
+  """
+  path = os.path.join(os.path.abspath(directory), "checkpoints")
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f"no checkpoints/ in {directory}: is it a flaxlm workdir or model directory?")
+  with ocp.CheckpointManager(path, item_handlers={"state": ocp.StandardCheckpointHandler()}) as manager:
+    step = manager.latest_step()
+    if step is None:
+      raise FileNotFoundError(f"no finished checkpoint in {path}")
+    metadata = dict(manager.item_metadata(step)["state"])
+  return jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype), metadata["params"])
+
+
 def abstract_like(tree, shardings):
   """ShapeDtypeStructs of `tree` carrying `shardings`: the restore target."""
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)

@@ -8,7 +8,9 @@ any particular task beyond the interface documented in `flaxlm.tasks`.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -22,9 +24,10 @@ from tqdm import tqdm
 
 from flaxlm import config as config_lib
 from flaxlm import parallel
-from flaxlm.data import build_tokenizer
+from flaxlm.data import build_tokenizer, tokenizer_file
 from flaxlm.tasks import get_task
 from flaxlm.train import flops
+from flaxlm.train import checkpoint as checkpoint_lib
 from flaxlm.train.checkpoint import Checkpointer, abstract_like
 from flaxlm.train.metrics import MetricsWriter
 from flaxlm.train.optimizer import learning_rate_schedule, make_optimizer
@@ -78,17 +81,6 @@ def make_train_step(task, tx, schedule, grad_accum_steps: int):
   return train_step
 
 
-def make_eval_step(task):
-  """(params, batch, rng) -> metrics as (sum, count) pairs for one eval batch."""
-
-  def eval_step(params, batch, rng):
-    batch = task.prepare_batch(batch, rng)
-    _, _, metrics = task.loss(params, batch, rng, train=False)
-    return metrics
-
-  return eval_step
-
-
 def _add_metrics(total, new):
   return new if total is None else jax.tree.map(jnp.add, total, new)
 
@@ -136,9 +128,9 @@ class Run:
       self.train_step = jax.jit(make_train_step(self.task, self.tx, self.schedule, t.grad_accum_steps),
                                 in_shardings=(self.state_shardings, self.batch_sharding),
                                 out_shardings=(self.state_shardings, replicated), donate_argnums=(0,))
-      self.eval_step = jax.jit(make_eval_step(self.task),
+      self.eval_step = jax.jit(self.task.eval_step,
                                in_shardings=(self.state_shardings.params, self.batch_sharding, replicated),
-                               out_shardings=replicated)
+                               out_shardings=(replicated, replicated))
     self.num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(self.abstract_state.params))
 
   def init_state(self) -> TrainState:
@@ -151,19 +143,45 @@ class Run:
     return parallel.global_batch(local_batch, self.batch_sharding)
 
   def evaluate(self, params) -> dict[str, float]:
-    """Metrics over the whole eval split (or train.eval_max_batches batches)."""
-    totals, limit = None, self.config.train.eval_max_batches
+    """Metrics over each whole eval set (or train.eval_max_batches batches of it)."""
+    limit = self.config.train.eval_max_batches
     eval_rng = jax.random.PRNGKey(self.config.seed + EVAL_SEED_OFFSET)
-    batches = self.task.eval_batches(self.local_eval_batch_size, jax.process_index(), jax.process_count())
+    eval_sets = self.task.eval_sets(self.local_eval_batch_size, jax.process_index(), jax.process_count())
+    results = {}
     with parallel.sharding_context(self.mesh, self.rules):
-      for index, local_batch in enumerate(batches):
-        if limit and index >= limit:
-          break
-        totals = _add_metrics(totals, self.eval_step(params, self.put_batch(local_batch),
-                                                     jax.random.fold_in(eval_rng, index)))
-    if totals is None:
-      raise ValueError("the eval split produced no batches")
-    return self.task.summarize(jax.device_get(totals))
+      for name, batches in eval_sets.items():
+        totals, collector = None, self.task.eval_collector(name)
+        for index, local_batch in enumerate(batches):
+          if limit and index >= limit:
+            break
+          sums, outputs = self.eval_step(params, self.put_batch(local_batch), jax.random.fold_in(eval_rng, index))
+          totals = _add_metrics(totals, sums)
+          collector.add(local_batch, jax.device_get(outputs))
+        if totals is None:
+          raise ValueError(f"eval set {name or 'eval'} produced no batches")
+        results.update(collector.result(jax.device_get(totals)))
+    return results
+
+  def load_pretrained(self, state: TrainState) -> TrainState:
+    """`state` with every top-level param tree that config.init_from also holds (encoder, pooler, ...)."""
+    source = self.config.init_from
+    available = jax.tree.map(lambda x: x.shape, checkpoint_lib.params_metadata(source))
+    shared = [k for k in state.params if k in available]
+    if "encoder" not in shared:
+      raise ValueError(f"config.init_from: {source} holds no encoder params (it has {sorted(available)})")
+    target = {k: self.abstract_state.params[k] for k in shared}
+    for path, want in jax.tree_util.tree_flatten_with_path(target)[0]:
+      node = available
+      for key in path:
+        node = node.get(key.key) if isinstance(node, dict) else None
+      name = "/".join(str(k.key) for k in path)
+      if node is None:
+        raise ValueError(f"config.init_from: {source} lacks the tensor {name}")
+      if tuple(node) != tuple(want.shape):
+        raise ValueError(f"config.init_from: tensor {name} has shape {tuple(node)} in {source}, "
+                         f"but this run's model needs {tuple(want.shape)}")
+    loaded = checkpoint_lib.load_params(source, target)
+    return state.replace(params={**state.params, **loaded})
 
 
 def _batch_axes(sharding) -> tuple:
@@ -203,6 +221,7 @@ class _StopSignal:
 
 def run(config, workdir: str) -> dict[str, float]:
   """Trains (or resumes) the run in `workdir`; returns the final eval metrics."""
+  config = config_lib.with_pretrained_model(config)
   config_lib.validate(config)  # Before anything is written.
   is_main = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
@@ -224,6 +243,10 @@ def run(config, workdir: str) -> dict[str, float]:
   else:
     start_step = 0
     state = run_.init_state()
+    if config.init_from:
+      state = run_.load_pretrained(state)
+      log(f"Initialised {sorted(set(state.params) & set(checkpoint_lib.params_metadata(config.init_from)))} "
+          f"from {config.init_from}.")
   writer = MetricsWriter(workdir, resume_step=start_step, enabled=is_main)
 
   tokens_per_step = t.batch_size * config.data.max_seq_len
@@ -257,8 +280,9 @@ def _train(run_: Run, state, train_iter, checkpoints, writer, start_step, tokens
              disable=not (is_main and t.progress_bar), mininterval=0.1 if sys.stderr.isatty() else 30.0)
   # Metrics average over every step since the last log; throughput is timed from the end of the
   # first (compiling) step of this process, so it excludes compilation.
-  interval_metrics, timer_start, timed_steps, paused = None, None, 0, 0.0
+  interval_metrics, timer_start, timed_steps, interval_steps, paused = None, None, 0, 0, 0.0
   eval_metrics: dict[str, float] = {}
+  best = BestCheckpoint(run_.workdir, run_.task.best_metric)
   step = start_step
   with _StopSignal() as stop, parallel.sharding_context(run_.mesh, run_.rules):
     while step < t.num_steps:
@@ -266,6 +290,7 @@ def _train(run_: Run, state, train_iter, checkpoints, writer, start_step, tokens
       state, metrics = run_.train_step(state, batch)
       step += 1
       interval_metrics = _add_metrics(interval_metrics, metrics)
+      interval_steps += 1
       if timer_start is None:
         jax.block_until_ready(state.step)
         timer_start = time.perf_counter()
@@ -281,16 +306,19 @@ def _train(run_: Run, state, train_iter, checkpoints, writer, start_step, tokens
           record["perf/step_time"] = elapsed / timed_steps
           record["perf/tokens_per_sec"] = tokens_per_step * timed_steps / elapsed
           record["perf/mfu"] = flops_per_step * timed_steps / elapsed / peak_flops
+          if "num_examples" in values:  # Tasks with examples of their own (packed several to a row).
+            record["perf/examples_per_sec"] = values["num_examples"] / interval_steps * timed_steps / elapsed
           bar.set_postfix(loss=f"{values['loss']:.3f}", **_headline(values),
                           tok_s=f"{record['perf/tokens_per_sec']:.0f}")
         writer.write(step, record)
-        interval_metrics, timer_start, timed_steps, paused = None, time.perf_counter(), 0, 0.0
+        interval_metrics, timer_start, timed_steps, interval_steps, paused = None, time.perf_counter(), 0, 0, 0.0
 
       if (t.eval_every and step % t.eval_every == 0) or step == t.num_steps:
         eval_start = time.perf_counter()
         eval_metrics = run_.evaluate(state.params)
         writer.write(step, {f"eval/{k}": v for k, v in eval_metrics.items()})
         log(f"step {step}: eval " + ", ".join(f"{k} {v:.4g}" for k, v in eval_metrics.items()))
+        best.update(step, eval_metrics, state.params, log)
         paused += time.perf_counter() - eval_start  # Evaluation time is not training throughput.
 
       if (t.checkpoint_every and step % t.checkpoint_every == 0) or step == t.num_steps or stop.received:
@@ -303,6 +331,47 @@ def _train(run_: Run, state, train_iter, checkpoints, writer, start_step, tokens
   bar.close()
   checkpoints.wait()
   return state, eval_metrics
+
+
+class BestCheckpoint:
+  """Keeps the params of the best evaluation so far in WORKDIR/best (a model directory), by the
+  task's metric; best/best.json records the step and value, so a resumed run keeps comparing."""
+
+  def __init__(self, workdir: str, metric: tuple[str, str] | None):
+    self.metric = metric
+    self.directory = os.path.join(workdir, "best")
+    self.record_path = os.path.join(self.directory, "best.json")
+    self.record = None
+    if metric and os.path.isfile(self.record_path):
+      with open(self.record_path, encoding="utf-8") as f:
+        self.record = json.load(f)
+
+  def update(self, step: int, metrics: dict[str, float], params, log) -> None:
+    """Saves `params` when `metrics` beat the best so far."""
+    if not self.metric:
+      return
+    name, mode = self.metric
+    value = metrics[name]
+    if self.record is not None:
+      previous = self.record["value"]
+      if not (value > previous if mode == "max" else value < previous):
+        return
+    # Written beside the old best and swapped in whole, so a crash never leaves no best at all.
+    staging = self.directory + ".new"
+    if os.path.isdir(staging):
+      shutil.rmtree(staging)
+    checkpoint_lib.save_params(staging, params, step)
+    self.record = {"step": int(step), "metric": name, "value": float(value)}
+    if jax.process_index() == 0:
+      workdir = os.path.dirname(self.directory)
+      for file in ("config.json", os.path.basename(tokenizer_file(workdir))):
+        shutil.copyfile(os.path.join(workdir, file), os.path.join(staging, file))
+      with open(os.path.join(staging, "best.json"), "w", encoding="utf-8") as f:
+        json.dump(self.record, f)
+      if os.path.isdir(self.directory):
+        shutil.rmtree(self.directory)
+      os.replace(staging, self.directory)
+    log(f"step {step}: new best {name} {value:.4g}, params saved to {self.directory}")
 
 
 def _headline(values: dict[str, float]) -> dict[str, str]:

@@ -1,0 +1,162 @@
+"""What every task shares: the interface the one training loop calls, with defaults."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from flaxlm.data import pipeline
+
+
+def ratios(totals: dict) -> dict[str, float]:
+  """{name: sum / count} from summed (sum, count) pairs; a count of None means report the sum itself."""
+  return {name: float(total) if count is None else float(total / max(count, 1e-9))
+          for name, (total, count) in totals.items()}
+
+
+class SumsCollector:
+  """Eval metrics that are sums and counts only: nothing to gather from the outputs."""
+
+  def __init__(self, summarize):
+    self._summarize = summarize
+
+  def add(self, batch, outputs) -> None:
+    del batch, outputs
+
+  def result(self, totals: dict) -> dict[str, float]:
+    return self._summarize(totals)
+
+
+class Task:
+  """Defaults for the task interface; a task module subclasses it.
+
+  The loop calls: `dummy_batch`, `init_params`, `train_batches`, `prepare_batch` and `loss` (inside
+  the jitted train step), `eval_sets`, `eval_step` (jitted) with `eval_collector` (on the host),
+  `train_flops_per_row`, `best_metric`, `after_training`; `flaxlm.predict` calls `predict`.
+  """
+
+  name = "task"
+  # (eval metric, "max" or "min") that picks the best checkpoint; None keeps no best checkpoint.
+  best_metric: tuple[str, str] | None = None
+  model = None
+  seq_len = 0
+
+  @classmethod
+  def validate_config(cls, config, need) -> None:
+    """Task-specific start-up checks: `need(ok, key, message)` fails naming config.KEY."""
+    del config, need
+
+  @classmethod
+  def vocab_corpus_id(cls, config) -> str:
+    """Identifies vocab_texts for the vocab cache (changes when the texts may have changed)."""
+    files = [config.data.train_file] if config.data.train_file else []
+    stamps = [f"{os.path.abspath(f)}:{os.path.getsize(f)}:{os.path.getmtime(f)}" for f in files if os.path.isfile(f)]
+    return f"{cls.name}|{config.data.tfds_name}|{'|'.join(stamps)}"
+
+  @classmethod
+  def vocab_texts(cls, config):
+    """Texts a WordPiece vocab is trained on when the run has neither a vocab file nor init_from."""
+    raise NotImplementedError
+
+  def dummy_batch(self, batch_size: int) -> dict[str, np.ndarray]:
+    """A batch of the right shapes and dtypes, for initialisation and compilation."""
+    raise NotImplementedError
+
+  def model_inputs(self, batch) -> tuple:
+    """The encoder's inputs from a batch."""
+    return batch["input_ids"], batch["segment_ids"], batch["positions"], batch["token_type_ids"]
+
+  def init_params(self, rng, batch):
+    """Fresh parameters (with logical-axis boxes) for a batch of these shapes."""
+    return self.model.init(rng, *self.model_inputs(batch), deterministic=True)["params"]
+
+  def prepare_batch(self, batch, rng):
+    """Per-step batch preparation inside the jitted step (MLM masks here); identity by default."""
+    del rng
+    return batch
+
+  def eval_step(self, params, batch, rng):
+    """(metric sums, per-batch outputs for the collector) for one eval batch; jitted by the loop."""
+    _, _, metrics = self.loss(params, self.prepare_batch(batch, rng), rng, train=False)
+    return metrics, {}
+
+  def eval_collector(self, name: str):
+    """Host-side accumulator for one eval set: `add(batch, outputs)`, then `result(totals)`."""
+    del name
+    return SumsCollector(self.summarize)
+
+  def summarize(self, totals: dict) -> dict[str, float]:
+    """Host-side metric values from summed (sum, count) pairs."""
+    return ratios(totals)
+
+  def after_training(self, params, log) -> None:
+    """Called once with the final params on process 0."""
+    del params, log
+
+  @staticmethod
+  def _padded_batch(examples, batch_size, seq_len) -> dict[str, np.ndarray]:
+    return pipeline.pad_batch({k: np.stack([pipeline.pad_example(e, seq_len)[k] for e in examples])
+                               for k in pipeline.pad_example(examples[0], seq_len)}, batch_size)
+
+
+class ExampleTask(Task):
+  """Fine-tuning on labelled examples, each encoded as a dict of per-token arrays.
+
+  A subclass names its features, encodes examples (`encoded_examples`), computes
+  `loss_and_logits`, and turns logits into eval outputs (`eval_outputs`).
+  """
+
+  int_features: tuple[str, ...] = ("input_ids", "token_type_ids")
+  float_features: tuple[str, ...] = ()
+
+  @property
+  def packed(self) -> bool:
+    """Whether short examples share rows (data.pack_examples)."""
+    return self.config.data.pack_examples
+
+  def encoded_examples(self, which: str) -> list[dict[str, np.ndarray]]:
+    """'train', or an eval set name ('' is the primary one), encoded."""
+    raise NotImplementedError
+
+  def eval_set_names(self) -> list[str]:
+    """Names of the eval sets; '' is reported without a prefix."""
+    return [""]
+
+  def dummy_batch(self, batch_size: int) -> dict[str, np.ndarray]:
+    shape = (batch_size, self.seq_len)
+    batch = {name: np.zeros(shape, np.int32) for name in (*self.int_features, "segment_ids", "positions")}
+    batch.update({name: np.zeros(shape, np.float32) for name in self.float_features})
+    return batch
+
+  def train_batches(self, batch_size: int, process_index: int, process_count: int):
+    return pipeline.example_train_batches(
+        self.encoded_examples("train"), max_seq_len=self.seq_len, batch_size=batch_size, seed=self.config.seed,
+        packed=self.packed, packing_bins=self.config.data.packing_bins, process_index=process_index,
+        process_count=process_count)
+
+  def eval_sets(self, batch_size: int, process_index: int, process_count: int):
+    return {name: pipeline.example_eval_batches(
+        self.encoded_examples(name), max_seq_len=self.seq_len, batch_size=batch_size, packed=self.packed,
+        packing_bins=self.config.data.packing_bins, process_index=process_index, process_count=process_count)
+        for name in self.eval_set_names()}
+
+  def loss_and_logits(self, params, batch, rng, train: bool):
+    """(summed loss, its weight, metrics, logits)."""
+    raise NotImplementedError
+
+  def loss(self, params, batch, rng, train: bool):
+    return self.loss_and_logits(params, batch, rng, train)[:3]
+
+  def eval_outputs(self, logits) -> dict:
+    """What the eval collector needs from a batch's logits."""
+    raise NotImplementedError
+
+  def eval_step(self, params, batch, rng):
+    _, _, metrics, logits = self.loss_and_logits(params, batch, rng, train=False)
+    return metrics, self.eval_outputs(logits)
+
+  def apply(self, params, batch, train: bool = False, rng=None):
+    """The model's logits for a batch."""
+    return self.model.apply({"params": params}, *self.model_inputs(batch), deterministic=not train,
+                            rngs={"dropout": rng} if rng is not None else None)
