@@ -25,6 +25,7 @@ setuptools.setup(
         "tqdm>=4.66",
         "tensorboardX>=2.6",
         "safetensors>=0.4.0",  # flaxlm.convert reads and writes Hugging Face weights without torch.
+        "matplotlib>=3.7",  # flaxlm.sweep draws the train and eval curves of a sweep as PNG.
     ],
     extras_require={
         "test": [
@@ -39,6 +40,9 @@ setuptools.setup(
             "scikit-learn>=1.3",  # Reference implementations the metric tests compare against.
             "scipy>=1.10",
         ],
+        # The peers `python -m flaxlm.bench --peers` runs against: Hugging Face BERT in PyTorch (this exact
+        # CPU build, as above) and in Flax (FlaxBertForMaskedLM exists only in transformers 4.x).
+        "bench": ["torch==2.13.0", "transformers>=4.40,<5"],
         "tpu": ["jax[tpu]>=0.7.1"],
         "gpu": ["jax[cuda12]>=0.7.1"],
     },

@@ -80,6 +80,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.initializer_range = 0.02
   c.model.pre_layer_norm = False  # False: post-LN as in BERT; True: pre-LN with a final LayerNorm.
   c.model.dtype = "float32"  # Compute dtype: float32 or bfloat16. Parameters stay float32.
+  c.model.tie_embeddings = True  # MLM decoder tied to the word embeddings; False: its own mlm_decoder kernel.
+  c.model.attention_impl = "einsum"  # einsum (with attention dropout), or xla / cudnn: jax.nn.dot_product_attention.
+  c.model.remat = "none"  # Recompute encoder blocks in the backward pass: none, block, or dots (keep matmuls).
 
   c.data = ml_collections.ConfigDict()
   # python_docs: the embedded corpus (pydoc topics + stdlib docstrings, ships with Python).
@@ -113,6 +116,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.mlm.random_token_prob = 0.1  # ... by a random non-special token; the rest stay unchanged.
   c.mlm.whole_word = False
   c.mlm.max_predictions_per_seq = config_dict.placeholder(int)  # None: ceil(mask_rate * max_seq_len).
+  # none, nsp (BERT's next-sentence prediction) or sop (ALBERT's sentence-order prediction): rows
+  # then hold [CLS] A [SEP] B [SEP] pairs and a pooled 2-way head adds its loss to the MLM loss.
+  c.mlm.sentence_objective = "none"
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "adamw"  # adamw or lamb.
@@ -141,6 +147,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.eval_max_batches = 0  # 0: the whole eval split.
   c.train.peak_flops = 0.0  # Per device, for perf/mfu; 0: known accelerator peak, or measured on CPU.
   c.train.progress_bar = True
+  # A step whose loss, gradients or update is not finite is never applied. "halt" then stops the
+  # run (saving the batch for inspection); "skip" counts it (train/skipped_updates) and goes on.
+  c.train.nonfinite = "halt"
+  # The newest checkpoint fails to load: "fallback" moves it to WORKDIR/damaged_checkpoints/ and
+  # resumes from the previous one; "fail" stops with an error. Never silently starts from scratch.
+  c.train.on_damaged_checkpoint = "fallback"
+  # Resuming refuses a config whose model, masking, data, tokenizer, seed or batch size differ from
+  # the checkpoint's; list keys here (e.g. "('data.max_seq_len',)") to allow those changes.
+  c.train.allow_changed_keys = ()
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1  # -1: all devices left after the other axes.
@@ -177,6 +192,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
   """Fails at start-up, naming the key, on values that cannot work together."""
   m, d, t, o, mlm = c.model, c.data, c.train, c.optimizer, c.mlm
   from flaxlm import tasks  # Late import: tasks import models, which read configs.
+  from flaxlm.data.pipeline import SENTENCE_OBJECTIVES
+  from flaxlm.models.layers import ATTENTION_IMPLS, REMAT_POLICIES
   _need(c.task.name in tasks.TASKS, "task.name", f"{c.task.name!r} is not one of {sorted(tasks.TASKS)}")
   tasks.TASKS[c.task.name].validate_config(c, _need)
   for key in ("hidden_size", "num_layers", "num_heads", "mlp_dim", "max_position_embeddings"):
@@ -184,6 +201,12 @@ def validate(c: ml_collections.ConfigDict) -> None:
   _need(m.hidden_size % m.num_heads == 0, "model.num_heads",
         f"hidden_size {m.hidden_size} is not divisible by num_heads {m.num_heads}")
   _need(m.dtype in _DTYPES, "model.dtype", f"{m.dtype!r} is not one of {_DTYPES}")
+  _need(m.attention_impl in ATTENTION_IMPLS, "model.attention_impl",
+        f"{m.attention_impl!r} is not one of {ATTENTION_IMPLS}")
+  _need(m.attention_impl == "einsum" or m.attention_dropout_rate == 0.0, "model.attention_dropout_rate",
+        f"must be 0 with model.attention_impl={m.attention_impl!r} (jax.nn.dot_product_attention has no dropout), "
+        f"got {m.attention_dropout_rate}")
+  _need(m.remat in REMAT_POLICIES, "model.remat", f"{m.remat!r} is not one of {tuple(REMAT_POLICIES)}")
   _need(0.0 <= m.dropout_rate < 1.0, "model.dropout_rate", f"must be in [0, 1), got {m.dropout_rate}")
   _need(0.0 <= m.attention_dropout_rate < 1.0, "model.attention_dropout_rate",
         f"must be in [0, 1), got {m.attention_dropout_rate}")
@@ -208,6 +231,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
         and mlm.mask_token_prob + mlm.random_token_prob <= 1.0 + 1e-9,
         "mlm.random_token_prob",
         f"mask_token_prob {mlm.mask_token_prob} + random_token_prob {mlm.random_token_prob} must lie in [0, 1]")
+  _need(mlm.sentence_objective in SENTENCE_OBJECTIVES, "mlm.sentence_objective",
+        f"{mlm.sentence_objective!r} is not one of {SENTENCE_OBJECTIVES}")
+  if mlm.sentence_objective != "none":
+    _need(m.type_vocab_size >= 2, "mlm.sentence_objective",
+          f"{mlm.sentence_objective} marks B with token type 1, but model.type_vocab_size is {m.type_vocab_size}")
   if mlm.max_predictions_per_seq is not None:
     _need(0 < mlm.max_predictions_per_seq <= d.max_seq_len, "mlm.max_predictions_per_seq",
           f"must be in [1, max_seq_len={d.max_seq_len}], got {mlm.max_predictions_per_seq}")
@@ -226,6 +254,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
   _need(t.log_every > 0, "train.log_every", "must be positive")
   _need(t.keep_checkpoints >= 1, "train.keep_checkpoints", f"must be at least 1, got {t.keep_checkpoints}")
   _need(t.eval_batch_size > 0, "train.eval_batch_size", f"must be positive, got {t.eval_batch_size}")
+  _need(t.nonfinite in ("halt", "skip"), "train.nonfinite", f"{t.nonfinite!r} is not halt or skip")
+  _need(t.on_damaged_checkpoint in ("fallback", "fail"), "train.on_damaged_checkpoint",
+        f"{t.on_damaged_checkpoint!r} is not fallback or fail")
   axes = {"data": c.mesh.data, "fsdp": c.mesh.fsdp, "tensor": c.mesh.tensor}
   _need(sum(v == -1 for v in axes.values()) <= 1, "mesh", f"at most one axis may be -1, got {axes}")
   for name, size in axes.items():
@@ -249,6 +280,37 @@ def with_pretrained_model(c: ml_collections.ConfigDict) -> ml_collections.Config
     with out.ignore_type():  # vocab_size is a typed placeholder that may be None on either side.
       out.model[key] = source.model[key]
   out.tokenizer.lowercase = source.tokenizer.lowercase
+  return out
+
+
+# Keys that define what a checkpoint is a checkpoint of: resuming with other values is refused
+# (unless train.allow_changed_keys lists them). A key ending in "." covers its whole section.
+RESUME_IDENTITY_KEYS = ("seed", "model.", "mlm.", "tokenizer.", "task.", "train.batch_size", "optimizer.name",
+                        "data.source", "data.files", "data.tfds_name", "data.train_split", "data.train_file",
+                        "data.max_seq_len", "data.pack_examples", "data.packing_bins")
+# Within those sections, keys that change no shape and no data: free to change on resume.
+RESUME_FREE_KEYS = ("model.dtype", "model.dropout_rate", "model.attention_dropout_rate", "task.fill_mask_examples")
+
+
+def _flat(values: dict, prefix: str = "") -> dict:
+  out = {}
+  for key, value in values.items():
+    if isinstance(value, dict):
+      out.update(_flat(value, f"{prefix}{key}."))
+    else:
+      out[prefix + key] = tuple(value) if isinstance(value, list) else value
+  return out
+
+
+def resume_differences(saved: ml_collections.ConfigDict, new: ml_collections.ConfigDict) -> list[str]:
+  """`key: saved -> new` for each identity key whose value differs and is not allowed to."""
+  old_values, new_values = _flat(json.loads(to_json(saved))), _flat(json.loads(to_json(new)))
+  allowed = set(new.train.allow_changed_keys) | set(RESUME_FREE_KEYS)
+  out = []
+  for key in sorted(set(old_values) | set(new_values)):
+    identity = any(key == k or (k.endswith(".") and key.startswith(k)) for k in RESUME_IDENTITY_KEYS)
+    if identity and key not in allowed and old_values.get(key) != new_values.get(key):
+      out.append(f"{key}: {old_values.get(key)!r} -> {new_values.get(key)!r}")
   return out
 
 

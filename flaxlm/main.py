@@ -37,7 +37,8 @@ def main(argv) -> None:
   import jax  # Imported after flags so --help is fast.
 
   from flaxlm.config import ConfigError
-  from flaxlm.train.loop import Interrupted, run
+  from flaxlm.train.checkpoint import CheckpointError
+  from flaxlm.train.loop import Interrupted, NonFiniteError, run
 
   multihost = _MULTIHOST.value if _MULTIHOST.value is not None else _looks_multihost()
   if multihost:
@@ -48,7 +49,9 @@ def main(argv) -> None:
     run(_CONFIG.value, _WORKDIR.value)
   except ConfigError as e:
     sys.exit(f"flaxlm: config error: {e}")
-  except (FileNotFoundError, ValueError) as e:
+  except (CheckpointError, NonFiniteError) as e:
+    sys.exit(f"flaxlm: {e}")
+  except (OSError, ValueError) as e:
     sys.exit(f"flaxlm: {type(e).__name__}: {e}")
   except Interrupted as e:
     print(f"flaxlm: {e}", file=sys.stderr)

@@ -4,6 +4,7 @@ import glob
 import importlib.util
 import os
 
+import numpy as np
 import pytest
 
 from flaxlm import config as config_lib
@@ -52,5 +53,28 @@ def test_bert_recipes_match_the_paper(name, size):
   assert (one.data.max_seq_len, one.mlm.max_predictions_per_seq, one.train.num_steps) == (128, 20, 900_000)
   assert (two.data.max_seq_len, two.mlm.max_predictions_per_seq, two.train.num_steps) == (512, 80, 1_000_000)
   assert one.optimizer.schedule_steps == two.optimizer.schedule_steps == 1_000_000
+  assert one.mlm.sentence_objective == two.mlm.sentence_objective == "nsp"  # Next-sentence prediction, as published.
   with pytest.raises(config_lib.ConfigError, match="phase must be 1 or 2"):
     module.get_config("phase=3")
+
+
+def test_roberta_recipe_matches_the_paper():
+  c = _load(os.path.join(ROOT, "experiments", "roberta_mlm.py")).get_config(None)
+  assert (c.model.num_layers, c.model.hidden_size, c.model.type_vocab_size) == (12, 768, 1)
+  assert (c.train.batch_size, c.train.num_steps, c.data.max_seq_len) == (8192, 500_000, 512)
+  o = c.optimizer
+  assert (o.learning_rate, o.warmup_steps, o.b1, o.b2, o.eps, o.weight_decay, o.grad_clip_norm) == (
+      6e-4, 24_000, 0.9, 0.98, 1e-6, 0.01, 0.0)
+  assert c.mlm.sentence_objective == "none"
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=os.path.basename)
+def test_smoke_variant_trains(path, tmp_path):
+  """Every experiment's `smoke` variant runs end to end: data, vocab, model, steps, eval, checkpoint."""
+  from flaxlm.train import loop
+  config = _load(path).get_config("smoke")
+  if config.data.train_file and not os.path.isfile(config.data.train_file):
+    pytest.skip(f"shared data not found: {config.data.train_file}")
+  config.train.progress_bar = False
+  final = loop.run(config, str(tmp_path))
+  assert final and all(np.isfinite(v) for v in final.values()), final

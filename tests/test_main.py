@@ -1,11 +1,9 @@
-"""The command line end to end: run, resume, predict, and preemption by SIGTERM."""
+"""The command line end to end: run, resume, predict (preemption is in test_fault_tolerance.py)."""
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = ["--config", "experiments/demo.py:smoke", "--config.optimizer.schedule_steps=30"]
@@ -55,25 +53,3 @@ def test_second_run_resumes_and_metrics_continue(tmp_path):
   assert lines[0] == "Return the [MASK] of the function." and lines[1].startswith("  [MASK] #1: ")
   probs = [float(x) for x in lines[1].split()[3::2]]
   assert len(probs) == 5 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1
-
-
-def test_sigterm_saves_the_current_step_and_the_rerun_resumes_there(tmp_path):
-  workdir = tmp_path / "w"
-  cmd = [sys.executable, "-m", "flaxlm.main", *SMOKE, "--workdir", str(workdir), "--config.train.num_steps=100000",
-         "--config.train.checkpoint_every=1000"]
-  proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  deadline = time.time() + 300
-  while time.time() < deadline:
-    metrics = workdir / "metrics.jsonl"
-    if metrics.exists() and metrics.read_text().count("\n") >= 2:  # Training is under way (step 10+).
-      break
-    time.sleep(0.2)
-  proc.send_signal(signal.SIGTERM)
-  out, err = proc.communicate(timeout=300)
-  assert proc.returncode == 143, err[-3000:]
-  steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
-  assert steps and steps[-1] >= 10
-  assert f"saved a checkpoint at step {steps[-1]}" in err
-  again = _main(workdir, "--config.train.num_steps=" + str(steps[-1] + 2), "--config.train.checkpoint_every=1000")
-  assert again.returncode == 0, again.stderr[-3000:]
-  assert f"(step {steps[-1]} of {steps[-1] + 2})" in again.stdout + again.stderr

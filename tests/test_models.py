@@ -124,11 +124,13 @@ def test_encoder_and_mlm_head_match_numpy(pre_layer_norm):
   np.testing.assert_allclose(np.asarray(logits[0]), expected, rtol=2e-4, atol=2e-4)
 
 
-def test_packed_row_equals_each_sequence_alone_and_padding_is_invisible():
+@pytest.mark.parametrize("attention_impl", ["einsum", "xla"])
+def test_packed_row_equals_each_sequence_alone_and_padding_is_invisible(attention_impl):
   """Two sequences packed in one row (segments 1, 2, positions restarting) plus padding give the
   same hidden states as each sequence encoded alone by the NumPy reference."""
   cfg = ModelConfig(vocab_size=40, hidden_size=16, num_layers=2, num_heads=2, mlp_dim=32,
-                    max_position_embeddings=32, dropout_rate=0.0, attention_dropout_rate=0.0)
+                    max_position_embeddings=32, dropout_rate=0.0, attention_dropout_rate=0.0,
+                    attention_impl=attention_impl)
   model, params = _init(cfg, L=16)
   a, b = [3, 7, 9, 11, 4], [5, 6, 8, 10, 12, 13, 2]
   L = 16
@@ -140,6 +142,7 @@ def test_packed_row_equals_each_sequence_alone_and_padding_is_invisible():
   ids[0, 12:] = 17  # Garbage in padding must not leak into real tokens.
   hidden = model.apply({"params": params}, ids, seg, pos, np.zeros_like(ids), np.zeros((1, 1), np.int32),
                        method=lambda m, *args: m.encoder(*args[:4]))
+  assert np.isfinite(np.asarray(hidden)).all()  # Padding rows too: they attend to nothing.
   p64 = jax.tree.map(lambda x: np.asarray(x, np.float64), params)["encoder"]
   np.testing.assert_allclose(np.asarray(hidden[0, :5]), np_encoder(np.array(a), p64, cfg), rtol=2e-4, atol=2e-4)
   np.testing.assert_allclose(np.asarray(hidden[0, 5:12]), np_encoder(np.array(b), p64, cfg), rtol=2e-4, atol=2e-4)
@@ -202,3 +205,73 @@ def test_pooler_is_tanh_of_dense():
   out = Pooler(cfg).apply({"params": params}, x)
   expected = np.tanh(x @ np.asarray(params["dense"]["kernel"]) + np.asarray(params["dense"]["bias"]))
   np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("attention_impl,remat", [("einsum", "none"), ("xla", "none"), ("einsum", "block"),
+                                                  ("einsum", "dots"), ("xla", "dots")])
+def test_attention_and_remat_options_match_numpy_values_and_gradients(attention_impl, remat):
+  """Logits against the float64 reference, and the gradient along a random direction against the
+  reference's central difference: rematerialisation and jax.nn.dot_product_attention change no math."""
+  cfg = ModelConfig(vocab_size=50, hidden_size=16, num_layers=2, num_heads=4, mlp_dim=24,
+                    max_position_embeddings=32, dropout_rate=0.0, attention_dropout_rate=0.0,
+                    attention_impl=attention_impl, remat=remat)
+  model, params = _init(cfg)
+  rng = np.random.default_rng(2)
+  ids = rng.integers(5, 50, size=(1, 12)).astype(np.int32)
+  pos = np.arange(12, dtype=np.int32)[None]
+  masked = np.array([[1, 6, 10]], np.int32)
+  readout = rng.normal(size=(3, 50))
+
+  def loss(p):
+    logits = model.apply({"params": p}, ids, np.ones_like(ids), pos, np.zeros_like(ids), masked)
+    return (logits[0] * readout).sum()
+
+  def np_loss(p64):
+    return (np_mlm_logits(np_encoder(ids[0], p64["encoder"], cfg)[masked[0]], p64, cfg) * readout).sum()
+
+  value, grads = jax.jit(jax.value_and_grad(loss))(params)
+  p64 = jax.tree.map(lambda x: np.asarray(x, np.float64), params)
+  assert float(value) == pytest.approx(np_loss(p64), rel=1e-4, abs=1e-3)
+  leaves, tree = jax.tree.flatten(p64)
+  direction = [rng.normal(size=x.shape) for x in leaves]
+  eps = 1e-6
+  shifted = [np_loss(jax.tree.unflatten(tree, [x + sign * eps * d for x, d in zip(leaves, direction)]))
+             for sign in (1.0, -1.0)]
+  finite_difference = (shifted[0] - shifted[1]) / (2 * eps)
+  analytic = sum(float((np.asarray(g, np.float64) * d).sum()) for g, d in zip(jax.tree.leaves(grads), direction))
+  assert analytic == pytest.approx(finite_difference, rel=2e-3)
+
+
+def test_remat_keeps_parameter_names_and_replays_dropout():
+  base = dict(vocab_size=40, hidden_size=16, num_layers=2, num_heads=2, mlp_dim=32, max_position_embeddings=32)
+  model, params = _init(ModelConfig(**base))
+  remat_model, remat_params = _init(ModelConfig(**base, remat="block"))
+  # flaxlm.convert and saved checkpoints address parameters by path: the wrapper must not show.
+  assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(remat_params)
+  ids = np.array([[2, 9, 14, 3, 21, 3, 0, 0]], np.int32)
+  seg, pos = (ids > 0).astype(np.int32), np.arange(8, dtype=np.int32)[None]
+
+  def grads(m):
+    def loss(p):
+      logits = m.apply({"params": p}, ids, seg, pos, np.zeros_like(ids), np.array([[1, 4]], np.int32),
+                       deterministic=False, rngs={"dropout": jax.random.PRNGKey(7)})
+      return logits.sum()
+    return jax.grad(loss)(params)
+
+  # Dropout masks drawn in the recomputed forward pass are the ones of the first pass.
+  for a, b in zip(jax.tree.leaves(grads(model)), jax.tree.leaves(grads(remat_model))):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+def test_unknown_options_and_dropout_with_jax_attention_are_refused():
+  with pytest.raises(ValueError, match="attention_impl 'flash'"):
+    ModelConfig(vocab_size=10, attention_impl="flash")
+  with pytest.raises(ValueError, match="remat 'all'"):
+    ModelConfig(vocab_size=10, remat="all")
+  from flaxlm import config as config_lib
+  c = config_lib.base_config()
+  c.model.attention_impl = "xla"
+  with pytest.raises(config_lib.ConfigError, match="model.attention_dropout_rate"):
+    config_lib.validate(c)
+  c.model.attention_dropout_rate = 0.0
+  config_lib.validate(c)

@@ -6,10 +6,15 @@ rows of `max_seq_len` with `segment_ids` (1, 2, ... per sequence, 0 = padding) a
 that restart at 0 in each sequence. The training stream shards documents by process, shuffles
 them with a seed (a new order each epoch), repeats forever, and its iterator state is a small
 JSON dict that checkpoints store, so a resumed run reads exactly the batches it would have read.
+
+With a sentence objective (`nsp`, BERT's next-sentence prediction, or `sop`, ALBERT's sentence-order
+prediction) each sequence is instead a pair `[CLS] A [SEP] B [SEP]` (token types 0, then 1 from B on)
+labelled at its [CLS] (`DocumentToSentencePairs`).
 """
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Iterator, Sequence
 
 import grain
@@ -20,6 +25,19 @@ from flaxlm.data.tokenizer import Tokenizer
 
 SEQUENCE_FEATURES = ("input_ids", "token_type_ids", "word_start")  # Per token, before packing.
 FEATURES = ("input_ids", "segment_ids", "positions", "token_type_ids", "word_start")
+SENTENCE_OBJECTIVES = ("none", "nsp", "sop")
+# `sentence_labels` at a pair's [CLS] (0 at every other token): B follows A, or it does not (NSP: B
+# comes from another document; SOP: A and B are swapped). Minus one, these are BERT's NSP class ids.
+FOLLOWS, DOES_NOT_FOLLOW = 1, 2
+
+
+def features(sentence_objective: str = "none") -> tuple[str, ...]:
+  """Batch features of a pretraining stream; a sentence objective adds `sentence_labels`."""
+  return FEATURES + _sequence_features(sentence_objective)[len(SEQUENCE_FEATURES):]
+
+
+def _sequence_features(sentence_objective: str) -> tuple[str, ...]:
+  return SEQUENCE_FEATURES + (("sentence_labels",) if sentence_objective != "none" else ())
 
 
 def split_into_sequences(sentences: Sequence[Sequence[int]], max_tokens: int) -> list[list[int]]:
@@ -65,6 +83,97 @@ class DocumentToSequences(FlatMapTransform):
     return out
 
 
+class DocumentToSentencePairs(DocumentToSequences):
+  """(stream position, document index, document) -> `[CLS] A [SEP] B [SEP]` pairs labelled at [CLS].
+
+  The document's lines (long ones cut into pieces that fit) are grouped greedily into chunks of at
+  most max_seq_len - 3 tokens; each chunk is split at a random line boundary into A and B (a chunk
+  of one line at a random token, since our corpora often put a paragraph on a line). NSP, as BERT:
+  half the time B is replaced by a run of another document starting at a random line, and the
+  replaced lines go back to start the next chunk. SOP, as ALBERT: half the time A and B swap.
+  A random B has the length of the B it replaces, so the pair's length gives nothing away. Every
+  choice comes from a generator seeded with (seed, process, position in the stream), so a
+  resumed stream rebuilds exactly the pairs it would have built.
+  """
+
+  def __init__(self, tokenizer: Tokenizer, max_seq_len: int, objective: str, documents, seed: int,
+               process_index: int = 0):
+    super().__init__(tokenizer, max_seq_len)
+    if objective not in SENTENCE_OBJECTIVES[1:]:
+      raise ValueError(f"sentence objective {objective!r} is not 'nsp' or 'sop'")
+    if objective == "nsp" and len(documents) < 2:
+      raise ValueError(f"next-sentence prediction draws B from another document, but {documents!r} has "
+                       f"{len(documents)} document(s)")
+    self._max_tokens = max_seq_len - 3
+    self._objective = objective
+    self._documents = documents
+    self._seed = (seed, process_index)
+
+  def _pieces(self, lines: Sequence[str]) -> list[list[int]]:
+    pieces = []
+    for tokens in self._tokenizer.encode_batch(lines) if lines else []:
+      pieces.extend(tokens[i:i + self._max_tokens] for i in range(0, len(tokens), self._max_tokens))
+    return pieces
+
+  def flat_map(self, element) -> list[dict[str, np.ndarray]]:
+    position, doc_index, document = element
+    rng = np.random.default_rng([*self._seed, position])
+    pending = collections.deque(self._pieces([line for line in document.split("\n") if line.strip()]))
+    out = []
+    while pending:
+      chunk, size = [], 0
+      while pending and size + len(pending[0]) <= self._max_tokens:
+        size += len(pending[0])
+        chunk.append(pending.popleft())
+      if size < 2:
+        continue  # A single token cannot be split into A and B.
+      if len(chunk) > 1:
+        cut = int(rng.integers(1, len(chunk)))
+        a_pieces, b_pieces = chunk[:cut], chunk[cut:]
+      else:
+        cut = int(rng.integers(1, size))
+        a_pieces, b_pieces = [chunk[0][:cut]], [chunk[0][cut:]]
+      a, b = sum(a_pieces, []), sum(b_pieces, [])
+      label = FOLLOWS
+      if rng.random() < 0.5:
+        label = DOES_NOT_FOLLOW
+        if self._objective == "nsp":
+          b = self._random_run(rng, doc_index, len(b))
+          pending.extendleft(reversed(b_pieces))
+        else:
+          a, b = b, a
+      out.append(self._pair(a, b, label))
+    return out
+
+  def _random_run(self, rng, doc_index: int, length: int) -> list[int]:
+    """`length` tokens from a random line of a random other document on, continuing into the next
+    documents if it ends first."""
+    n = len(self._documents)
+    other = int(rng.integers(n - 1))
+    other += other >= doc_index  # Any document but this one, uniformly.
+    tokens: list[int] = []
+    for _ in range(n - 1):
+      lines = [line for line in self._documents[other].split("\n") if line.strip()]
+      start = int(rng.integers(len(lines))) if lines and not tokens else 0
+      for line in lines[start:]:
+        tokens.extend(self._tokenizer.encode(line))
+        if len(tokens) >= length:
+          return tokens[:length]
+      other = (other + 1) % n
+      other = (other + 1) % n if other == doc_index else other
+    if not tokens:
+      raise ValueError(f"no document but #{doc_index} of {self._documents!r} has any tokens")
+    return tokens  # All the other documents together are shorter than B.
+
+  def _pair(self, a: list[int], b: list[int], label: int) -> dict[str, np.ndarray]:
+    ids = np.array([self._tokenizer.cls_id, *a, self._tokenizer.sep_id, *b, self._tokenizer.sep_id], np.int32)
+    token_types = (np.arange(len(ids)) > len(a) + 1).astype(np.int32)
+    labels = np.zeros_like(ids)
+    labels[0] = label
+    return {"input_ids": ids, "token_type_ids": token_types, "word_start": self._word_start[ids],
+            "sentence_labels": labels}
+
+
 def _packed_row(row: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   """grain's packing outputs -> batch features: per-token arrays plus segment_ids and positions."""
   out = {k: v for k, v in row.items() if not k.endswith(("_segment_ids", "_positions"))}
@@ -104,25 +213,42 @@ def _one_pass(rows: grain.IterDataset, batch_size: int) -> Iterator[dict[str, np
     yield pad_batch(batch, batch_size)
 
 
+def _sequences(docs: grain.MapDataset, tokenizer: Tokenizer, max_seq_len: int, sentence_objective: str, seed: int,
+               process_index: int, shuffle: bool) -> grain.IterDataset:
+  """This process's documents (shuffled and repeated for training) -> sequences, or pairs."""
+  if sentence_objective == "none":
+    stream = docs.shuffle(seed=seed).repeat() if shuffle else docs
+    return FlatMapIterDataset(stream.to_iter_dataset(), DocumentToSequences(tokenizer, max_seq_len))
+  # Pairs draw their randomness from the stream position and sample B from the document list, so
+  # each element carries both its position and its index in the list.
+  stream = docs.map_with_index(lambda index, text: (index, text))
+  stream = stream.shuffle(seed=seed).repeat() if shuffle else stream
+  stream = stream.map_with_index(lambda position, indexed: (position, *indexed))
+  return FlatMapIterDataset(stream.to_iter_dataset(), DocumentToSentencePairs(
+      tokenizer, max_seq_len, sentence_objective, docs, seed, process_index))
+
+
 def train_batches(documents, tokenizer: Tokenizer, *, max_seq_len: int, batch_size: int, seed: int,
-                  packing_bins: int, process_index: int = 0, process_count: int = 1) -> grain.DatasetIterator:
+                  packing_bins: int, process_index: int = 0, process_count: int = 1,
+                  sentence_objective: str = "none") -> grain.DatasetIterator:
   """Endless, checkpointable iterator of this process's packed pretraining batches (numpy dicts [B, L])."""
   docs = grain.MapDataset.source(documents)[process_index::process_count]
   if len(docs) == 0:
     raise ValueError(f"{documents!r} has no documents for process {process_index} of {process_count}")
-  docs = docs.shuffle(seed=seed).repeat()
-  sequences = FlatMapIterDataset(docs.to_iter_dataset(), DocumentToSequences(tokenizer, max_seq_len))
-  rows = _rows(sequences, SEQUENCE_FEATURES, max_seq_len, packing_bins, seed, train=True, packed=True)
+  sequences = _sequences(docs, tokenizer, max_seq_len, sentence_objective, seed, process_index, shuffle=True)
+  rows = _rows(sequences, _sequence_features(sentence_objective), max_seq_len, packing_bins, seed, train=True,
+               packed=True)
   return iter(rows.batch(batch_size, drop_remainder=True))
 
 
 def eval_batches(documents, tokenizer: Tokenizer, *, max_seq_len: int, batch_size: int, packing_bins: int,
-                 process_index: int = 0, process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
+                 process_index: int = 0, process_count: int = 1,
+                 sentence_objective: str = "none") -> Iterator[dict[str, np.ndarray]]:
   """One pass over this process's share of the eval documents; the last batch is padded, not dropped."""
   docs = grain.MapDataset.source(documents)[process_index::process_count]
-  sequences = FlatMapIterDataset(docs.to_iter_dataset(), DocumentToSequences(tokenizer, max_seq_len))
-  yield from _one_pass(_rows(sequences, SEQUENCE_FEATURES, max_seq_len, packing_bins, 0, train=False, packed=True),
-                       batch_size)
+  sequences = _sequences(docs, tokenizer, max_seq_len, sentence_objective, 0, process_index, shuffle=False)
+  yield from _one_pass(_rows(sequences, _sequence_features(sentence_objective), max_seq_len, packing_bins, 0,
+                             train=False, packed=True), batch_size)
 
 
 def example_train_batches(examples: list[dict[str, np.ndarray]], *, max_seq_len: int, batch_size: int, seed: int,

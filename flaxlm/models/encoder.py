@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import flax.linen as nn
 
-from flaxlm.models.layers import EncoderBlock, Embeddings, ModelConfig, attention_mask, layer_norm
+from flaxlm.models.layers import (REMAT_POLICIES, EncoderBlock, Embeddings, ModelConfig, attention_mask,
+                                  layer_norm)
 
 
 class BertEncoder(nn.Module):
@@ -18,7 +19,12 @@ class BertEncoder(nn.Module):
 
   def setup(self):
     self.embeddings = Embeddings(self.cfg)
-    self.layers = [EncoderBlock(self.cfg, name=f"layer_{i}") for i in range(self.cfg.num_layers)]
+    block = EncoderBlock
+    if self.cfg.remat != "none":
+      # static_argnums counts self: `deterministic` (argument 3) picks the graph, it is not traced.
+      block = nn.remat(EncoderBlock, policy=REMAT_POLICIES[self.cfg.remat], static_argnums=(3,))
+    # The explicit names keep the parameter paths (layer_0, ...) whatever the wrapper.
+    self.layers = [block(self.cfg, name=f"layer_{i}") for i in range(self.cfg.num_layers)]
     if self.cfg.pre_layer_norm:
       self.final_norm = layer_norm(self.cfg, "final_norm")
 

@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from flaxlm.models.encoder import BertEncoder
-from flaxlm.models.layers import ModelConfig, dense, layer_norm
+from flaxlm.models.layers import ModelConfig, dense, dense_init, layer_norm
 
 
 def gather_positions(x_BLD, positions_BP):
@@ -38,22 +38,39 @@ class Pooler(nn.Module):
 class BertForMaskedLM(nn.Module):
   """Encoder + MLM head evaluated only at `masked_positions` [B, P]: logits [B, P, V] in float32.
 
-  The decoder is tied to the word embeddings and has its own output bias, as in BERT.
+  The decoder is tied to the word embeddings (unless cfg.tie_embeddings is False: then it is its
+  own `mlm_decoder` kernel) and has its own output bias, as in BERT. With `sentence_head` (NSP or
+  SOP pretraining) a pooler and a 2-way `seq_relationship` classifier, BERT's next-sentence head,
+  score every token and the call returns (MLM logits, sentence logits [B, L, 2]); the task reads
+  them at each pair's [CLS], as the classification head does.
   """
 
   cfg: ModelConfig
+  sentence_head: bool = False
 
   def setup(self):
     self.encoder = BertEncoder(self.cfg)
     self.mlm_transform = MlmTransform(self.cfg)
     self.mlm_bias = self.param("mlm_bias", nn.with_logical_partitioning(nn.initializers.zeros, ("vocab",)),
                                (self.cfg.vocab_size,))
+    if not self.cfg.tie_embeddings:
+      self.mlm_decoder = nn.Dense(self.cfg.vocab_size, use_bias=False, dtype=jnp.float32, name="mlm_decoder",
+                                  kernel_init=dense_init(self.cfg, ("embed", "vocab")))
+    if self.sentence_head:
+      self.pooler = Pooler(self.cfg)
+      self.seq_relationship = dense(self.cfg, 2, ("embed", None), "seq_relationship")
 
   def __call__(self, input_ids_BL, segment_ids_BL, positions_BL, token_type_ids_BL, masked_positions_BP,
                deterministic: bool = True):
     x_BLD = self.encoder(input_ids_BL, segment_ids_BL, positions_BL, token_type_ids_BL, deterministic)
     h_BPD = self.mlm_transform(gather_positions(x_BLD, masked_positions_BP))
-    return self.encoder.embeddings.attend(h_BPD) + self.mlm_bias
+    if self.cfg.tie_embeddings:
+      logits_BPV = self.encoder.embeddings.attend(h_BPD) + self.mlm_bias
+    else:
+      logits_BPV = self.mlm_decoder(h_BPD.astype(jnp.float32)) + self.mlm_bias
+    if not self.sentence_head:
+      return logits_BPV
+    return logits_BPV, self.seq_relationship(self.pooler(x_BLD)).astype(jnp.float32)
 
 
 class BertForSequenceClassification(nn.Module):

@@ -14,6 +14,11 @@ import jax
 import jax.numpy as jnp
 
 
+ATTENTION_IMPLS = ("einsum", "xla", "cudnn")
+# What a rematerialised block keeps for the backward pass (jax.checkpoint policies; None keeps nothing).
+REMAT_POLICIES = {"none": None, "block": None, "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """Encoder hyper-parameters; built from the `model` section of a run config."""
@@ -31,6 +36,19 @@ class ModelConfig:
   initializer_range: float = 0.02
   pre_layer_norm: bool = False
   dtype: str = "float32"
+  tie_embeddings: bool = True  # False: the masked-LM decoder is its own kernel, not the word embeddings.
+  # "einsum": the softmax formula below, with attention dropout. "xla" / "cudnn": jax.nn.dot_product_attention
+  # (cuDNN flash attention on GPU), which takes no attention dropout.
+  attention_impl: str = "einsum"
+  # Recompute each encoder block in the backward pass instead of keeping its activations: "none",
+  # "block" (keep only the block's input) or "dots" (keep matmul outputs, recompute what lies between).
+  remat: str = "none"
+
+  def __post_init__(self):
+    if self.attention_impl not in ATTENTION_IMPLS:
+      raise ValueError(f"attention_impl {self.attention_impl!r} is not one of {ATTENTION_IMPLS}")
+    if self.remat not in REMAT_POLICIES:
+      raise ValueError(f"remat {self.remat!r} is not one of {tuple(REMAT_POLICIES)}")
 
   @classmethod
   def from_config(cls, model_config, vocab_size: int) -> "ModelConfig":
@@ -144,8 +162,15 @@ class SelfAttention(nn.Module):
     k_BLHK = HeadsProjection(cfg, name="key")(x_BLD)
     v_BLHK = HeadsProjection(cfg, name="value")(x_BLD)
     use_dropout = not deterministic and cfg.attention_dropout_rate > 0.0
-    dropout_rng = self.make_rng("dropout") if use_dropout else None
-    out_BLHK = dot_product_attention(q_BLHK, k_BLHK, v_BLHK, mask_B1LS, dropout_rng, cfg.attention_dropout_rate)
+    if cfg.attention_impl == "einsum":
+      dropout_rng = self.make_rng("dropout") if use_dropout else None
+      out_BLHK = dot_product_attention(q_BLHK, k_BLHK, v_BLHK, mask_B1LS, dropout_rng, cfg.attention_dropout_rate)
+    elif use_dropout:
+      raise ValueError(f"attention_impl {cfg.attention_impl!r} has no attention dropout; set "
+                       f"attention_dropout_rate to 0 (it is {cfg.attention_dropout_rate}) or use 'einsum'")
+    else:
+      out_BLHK = jax.nn.dot_product_attention(q_BLHK, k_BLHK, v_BLHK, mask=mask_B1LS,
+                                              implementation=cfg.attention_impl)
     kernel_HKD = self.param("out_kernel", dense_init(cfg, ("heads", "kv", "embed")),
                             (cfg.num_heads, cfg.head_dim, cfg.hidden_size))
     bias_D = self.param("out_bias", nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),

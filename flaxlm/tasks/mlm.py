@@ -1,5 +1,8 @@
 """Masked-LM pretraining: corrupt in the step, predict only the masked positions, cross-entropy.
 
+With `mlm.sentence_objective` nsp or sop, rows hold labelled sentence pairs and the loss adds the
+pooled 2-way sentence loss (mean over pairs) to the MLM loss (mean over masked tokens), as BERT.
+
 The training loop sees only the Task interface (see `flaxlm.tasks`): batches, a loss that returns
 sums and counts, and what to do after training (here: fill-in-the-blank examples).
 """
@@ -37,7 +40,8 @@ class MlmTask(Task):
     if self.model_config.vocab_size != tokenizer.vocab_size:
       raise ValueError(f"config.model.vocab_size={self.model_config.vocab_size} does not match the tokenizer's "
                        f"{tokenizer.vocab_size} tokens ({tokenizer.vocab_file})")
-    self.model = BertForMaskedLM(self.model_config)
+    self.sentence_objective = config.mlm.sentence_objective
+    self.model = BertForMaskedLM(self.model_config, sentence_head=self.sentence_objective != "none")
     self.seq_len = config.data.max_seq_len
     self.masking = MaskingConfig(
         mask_id=tokenizer.mask_id,
@@ -65,21 +69,22 @@ class MlmTask(Task):
 
   def dummy_batch(self, batch_size: int) -> dict[str, np.ndarray]:
     """A batch of the right shapes and dtypes, for initialisation and compilation."""
-    return {name: np.zeros((batch_size, self.seq_len), np.int32) for name in pipeline.FEATURES}
+    return {name: np.zeros((batch_size, self.seq_len), np.int32) for name in pipeline.features(self.sentence_objective)}
 
   def train_batches(self, batch_size: int, process_index: int, process_count: int):
     """This process's endless, checkpointable stream of training batches."""
     return pipeline.train_batches(
         sources.text_source(self.config.data, self.config.data.train_split), self.tokenizer,
         max_seq_len=self.seq_len, batch_size=batch_size, seed=self.config.seed,
-        packing_bins=self.config.data.packing_bins, process_index=process_index, process_count=process_count)
+        packing_bins=self.config.data.packing_bins, process_index=process_index, process_count=process_count,
+        sentence_objective=self.sentence_objective)
 
   def eval_sets(self, batch_size: int, process_index: int, process_count: int):
     """{"": one pass over this process's share of the eval split, the last batch padded}."""
     return {"": pipeline.eval_batches(
         sources.text_source(self.config.data, self.config.data.eval_split), self.tokenizer,
         max_seq_len=self.seq_len, batch_size=batch_size, packing_bins=self.config.data.packing_bins,
-        process_index=process_index, process_count=process_count)}
+        process_index=process_index, process_count=process_count, sentence_objective=self.sentence_objective)}
 
   # ---------------------------------------------------------------- model
 
@@ -101,6 +106,9 @@ class MlmTask(Task):
     """(summed loss, number of predictions, metrics as {name: (sum, count)}) for a prepared batch."""
     logits_BPV = self.model.apply({"params": params}, *self.model_inputs(batch), deterministic=not train,
                                   rngs={"dropout": rng})
+    sentence_logits_BL2 = None
+    if self.sentence_objective != "none":
+      logits_BPV, sentence_logits_BL2 = logits_BPV
     targets_BP, weights_BP = batch["targets"], batch["weights"]
     log_probs_BPV = jax.nn.log_softmax(logits_BPV.astype(jnp.float32), axis=-1)
     nll_BP = -jnp.take_along_axis(log_probs_BPV, targets_BP[..., None], axis=-1)[..., 0]
@@ -108,6 +116,8 @@ class MlmTask(Task):
     loss_sum = (nll_BP * weights_BP).sum()
     correct = ((jnp.argmax(logits_BPV, axis=-1) == targets_BP) * weights_BP).sum()
     metrics = {"loss": (loss_sum, num_predictions), "mlm_accuracy": (correct, num_predictions)}
+    if sentence_logits_BL2 is not None:
+      loss_sum = self._add_sentence_loss(sentence_logits_BL2, batch["sentence_labels"], metrics)
     if not train:
       # Totals over the eval split (count None): what was evaluated, so nothing is silently dropped.
       metrics["num_sequences"] = (jnp.max(batch["segment_ids"], axis=1).sum().astype(jnp.float32), None)
@@ -119,18 +129,45 @@ class MlmTask(Task):
       metrics["target_counts"] = (counts_V, None)
     return loss_sum, num_predictions, metrics
 
+  @staticmethod
+  def _add_sentence_loss(logits_BL2, labels_BL, metrics) -> jnp.ndarray:
+    """Adds the sentence metrics; returns the summed loss whose mean over predictions is MLM + sentence.
+
+    The one loss the loop divides by the number of predictions is MLM sum + sentence sum x
+    (predictions / pairs), so it equals the sum of the two means for the batch (for each
+    micro-batch under gradient accumulation).
+    """
+    mlm_sum, num_predictions = metrics["loss"]
+    weights_BL = (labels_BL > 0).astype(jnp.float32)
+    targets_BL = jnp.maximum(labels_BL - 1, 0)
+    log_probs_BL2 = jax.nn.log_softmax(logits_BL2, axis=-1)
+    sentence_sum = -(jnp.take_along_axis(log_probs_BL2, targets_BL[..., None], axis=-1)[..., 0] * weights_BL).sum()
+    num_pairs = weights_BL.sum()
+    correct = ((jnp.argmax(logits_BL2, axis=-1) == targets_BL) * weights_BL).sum()
+    metrics["mlm_loss"] = (mlm_sum, num_predictions)
+    metrics["sentence_loss"] = (sentence_sum, num_pairs)
+    metrics["sentence_accuracy"] = (correct, num_pairs)
+    total = mlm_sum + sentence_sum * num_predictions / jnp.maximum(num_pairs, 1.0)
+    metrics["loss"] = (total, num_predictions)
+    return total
+
   def summarize(self, totals: dict) -> dict[str, float]:
     """Host-side metric values; the eval target histogram becomes the majority-token accuracy."""
     totals = dict(totals)
     counts = totals.pop("target_counts", None)
     out = ratios(totals)
+    if "sentence_loss" in out:  # Over several batches the exact sum of the two means.
+      out["loss"] = out["mlm_loss"] + out["sentence_loss"]
     if counts is not None:
       out["majority_token_accuracy"] = float(counts[0].max() / max(counts[0].sum(), 1.0))
     return out
 
   def train_flops_per_row(self) -> float:
     """Analytic training FLOPs per row, for perf/mfu."""
-    return flops.mlm_train_flops_per_row(self.model_config, self.seq_len, self.masking.max_predictions)
+    per_row = flops.mlm_train_flops_per_row(self.model_config, self.seq_len, self.masking.max_predictions)
+    if self.sentence_objective != "none":  # Pooler D->D and classifier D->2 at every token, x3 for backward.
+      per_row += 3.0 * self.seq_len * 2 * self.model_config.hidden_size * (self.model_config.hidden_size + 2)
+    return per_row
 
   # ---------------------------------------------------------------- after training
 
@@ -154,6 +191,8 @@ class MlmTask(Task):
       masked_BP[b, : len(pos)] = pos
     logits_BPV = self.model.apply({"params": params}, input_ids, segment_ids, positions_BL,
                                   np.zeros_like(input_ids), masked_BP, deterministic=True)
+    if self.sentence_objective != "none":
+      logits_BPV = logits_BPV[0]
     logits_BPV = np.where(self.tokenizer.special_table(), -np.inf, np.asarray(logits_BPV, np.float64))
     probs_BPV = np.exp(logits_BPV - logits_BPV.max(-1, keepdims=True))
     probs_BPV /= probs_BPV.sum(-1, keepdims=True)

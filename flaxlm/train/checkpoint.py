@@ -34,13 +34,22 @@ class _IteratorStateSnapshot:
     pass
 
 
+class CheckpointError(Exception):
+  """A checkpoint could not be written or read; the message names the step and what to do."""
+
+
 class Checkpointer:
-  """Save, list and restore checkpoints under `WORKDIR/checkpoints/STEP/`."""
+  """Save, list and restore checkpoints under `WORKDIR/checkpoints/STEP/`.
+
+  A write that a crash cut short stays a temporary directory that is never listed, and is
+  cleaned up when the next run opens the workdir.
+  """
 
   def __init__(self, workdir: str, keep: int, async_save: bool = True):
-    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    self.workdir = os.path.abspath(workdir)
+    self.directory = os.path.join(self.workdir, "checkpoints")
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save,
-                                           create=True)
+                                           create=True, cleanup_tmp_directories=True)
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
   def latest_step(self) -> int | None:
@@ -52,10 +61,31 @@ class Checkpointer:
     return sorted(self._manager.all_steps())
 
   def save(self, step: int, state, data_state: dict) -> None:
-    """Starts saving `state` and the data position at `step` (returns before arrays are written)."""
+    """Starts saving `state` and the data position at `step` (returns before arrays are written).
+
+    A failure of this or the previous (asynchronous) save raises CheckpointError.
+    """
     args = ocp.args.Composite(state=ocp.args.StandardSave(state),
                               data=CheckpointSave(_IteratorStateSnapshot(data_state)))
-    self._manager.save(step, args=args, force=True)
+    try:
+      self._manager.save(step, args=args, force=True)
+    except Exception as e:  # noqa: BLE001  (orbax and tensorstore raise many types; all mean the same here)
+      raise self._save_failed(step, e) from e
+
+  def wait(self) -> None:
+    """Blocks until every started save is committed; raises CheckpointError if one failed."""
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:  # noqa: BLE001
+      raise self._save_failed(None, e) from e
+
+  def _save_failed(self, step, error) -> CheckpointError:
+    self._manager.reload()
+    committed = self.all_steps()
+    kept = f"committed checkpoints {committed} are intact" if committed else "no checkpoint was committed yet"
+    at = f"at step {step} " if step is not None else ""
+    return CheckpointError(f"saving a checkpoint {at}in {self.directory} failed ({type(error).__name__}: {error}); "
+                           f"{kept}; free disk space and rerun the same command to resume")
 
   def restore(self, step: int, abstract_state):
     """(state, data_state) at `step`; arrays land with the shardings in `abstract_state`."""
@@ -64,14 +94,45 @@ class Checkpointer:
         state=ocp.args.StandardRestore(abstract_state), data=CheckpointRestore(snapshot)))
     return restored["state"], snapshot.state
 
-  def wait(self) -> None:
-    """Blocks until every started save is committed."""
-    self._manager.wait_until_finished()
+  def restore_latest(self, abstract_state, policy: str, log):
+    """(step, state, data_state) of the newest checkpoint that loads, or None when there is none.
+
+    A checkpoint that fails to load is named; with policy "fallback" it is moved to
+    WORKDIR/damaged_checkpoints/STEP (kept for inspection, never deleted) and the previous one is
+    tried; with "fail", or when every checkpoint is damaged, CheckpointError stops the run:
+    a workdir with checkpoints never silently starts from scratch.
+    """
+    steps = self.all_steps()
+    damaged_dir = os.path.join(self.workdir, "damaged_checkpoints")
+    if not steps and os.path.isdir(damaged_dir) and os.listdir(damaged_dir):
+      raise CheckpointError(f"{self.directory} holds no loadable checkpoint, only damaged ones in {damaged_dir}. "
+                            "Refusing to start from scratch over them: use a new workdir, or move that folder "
+                            "away to restart on purpose")
+    for step in reversed(steps):
+      try:
+        return (step, *self.restore(step, abstract_state))
+      except Exception as e:  # noqa: BLE001  (any failure to read means the same: damaged)
+        problem = f"the checkpoint at step {step} ({self.directory}/{step}) is damaged: {type(e).__name__}: {e}"
+        if policy != "fallback":
+          raise CheckpointError(f"{problem}. Set --config.train.on_damaged_checkpoint=fallback to resume from "
+                                "the previous checkpoint instead") from e
+        moved = os.path.join(damaged_dir, str(step))
+        os.makedirs(os.path.dirname(moved), exist_ok=True)
+        os.replace(os.path.join(self.directory, str(step)), moved)
+        self._manager.reload()
+        log(f"WARNING: {problem}; moved it to {moved} and falling back to the previous checkpoint.")
+    if steps:
+      raise CheckpointError(f"every checkpoint in {self.directory} ({steps}) is damaged; they were moved to "
+                            f"{damaged_dir}. Refusing to start from scratch over them: "
+                            "use a new workdir, or move that folder away to restart on purpose")
+    return None
 
   def close(self) -> None:
     """Waits for pending saves and releases the manager."""
-    self._manager.wait_until_finished()
-    self._manager.close()
+    try:
+      self.wait()
+    finally:
+      self._manager.close()
 
 
 def save_params(directory: str, params, step: int = 0) -> None:

@@ -8,11 +8,13 @@ any particular task beyond the interface documented in `flaxlm.tasks`.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import shutil
 import signal
 import sys
+import tempfile
 import time
 
 import flax.linen as nn
@@ -44,39 +46,48 @@ def make_train_step(task, tx, schedule, grad_accum_steps: int):
 
   Masking runs once on the whole batch, so the update equals the unaccumulated one up to float
   rounding whatever grad_accum_steps is; micro-batch i takes rows i, i+A, i+2A, ... so each one
-  stays spread over every data-parallel device.
+  stays spread over every data-parallel device. An update whose loss, gradients or own values are
+  not finite is never applied: params and optimizer state keep their values, and the metric
+  `skipped_updates` says so (what happens next is the loop's train.nonfinite policy).
   """
 
   def micro_loss(params, batch, rng):
     loss_sum, weight, metrics = task.loss(params, batch, rng, train=True)
     return loss_sum, (weight, metrics)
 
-  grad_fn = jax.grad(micro_loss, has_aux=True)
+  grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
 
   def train_step(state: TrainState, batch):
     mask_rng, dropout_rng = jax.random.split(state.step_rng())
     batch = task.prepare_batch(batch, mask_rng)
     if grad_accum_steps == 1:
-      grads, (weight, metrics) = grad_fn(state.params, batch, dropout_rng)
+      (loss_sum, (weight, metrics)), grads = grad_fn(state.params, batch, dropout_rng)
     else:
       micro = jax.tree.map(
           lambda x: x.reshape(x.shape[0] // grad_accum_steps, grad_accum_steps, *x.shape[1:]).swapaxes(0, 1), batch)
 
       def accumulate(carry, inputs):
         index, micro_batch = inputs
-        g, (w, m) = grad_fn(state.params, micro_batch, jax.random.fold_in(dropout_rng, index))
-        return jax.tree.map(jnp.add, carry, (g, w, m)), None
+        (l, (w, m)), g = grad_fn(state.params, micro_batch, jax.random.fold_in(dropout_rng, index))
+        return jax.tree.map(jnp.add, carry, (l, w, m, g)), None
 
-      zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(lambda: grad_fn(
-          state.params, jax.tree.map(lambda x: x[0], micro), dropout_rng)))
-      zeros = (zeros[0], zeros[1][0], zeros[1][1])
-      (grads, weight, metrics), _ = jax.lax.scan(accumulate, zeros, (jnp.arange(grad_accum_steps), micro))
+      shapes = jax.eval_shape(lambda: grad_fn(state.params, jax.tree.map(lambda x: x[0], micro), dropout_rng))
+      (l0, (w0, m0)), g0 = jax.tree.map(jnp.zeros_like, shapes)
+      (loss_sum, weight, metrics, grads), _ = jax.lax.scan(
+          accumulate, (l0, w0, m0, g0), (jnp.arange(grad_accum_steps), micro))
     grads = jax.tree.map(lambda g: g / jnp.maximum(weight, 1.0), grads)
+    grad_norm = optax.tree.norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    metrics = {**metrics, "grad_norm": (optax.tree.norm(grads), jnp.float32(1.0)),
-               "learning_rate": (schedule(state.step), jnp.float32(1.0))}
-    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+    finite = jnp.isfinite(loss_sum) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.tree.norm(updates))
+    keep_new = lambda new, old: jnp.where(finite, new, old)
+    params = jax.tree.map(keep_new, optax.apply_updates(state.params, updates), state.params)
+    opt_state = jax.tree.map(keep_new, opt_state, state.opt_state)
+    skipped = 1 - finite.astype(jnp.int32)
+    metrics = {**metrics, "grad_norm": (grad_norm, jnp.float32(1.0)),
+               "learning_rate": (schedule(state.step), jnp.float32(1.0)),
+               "skipped_updates": (skipped.astype(jnp.float32), None)}
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                         skipped_updates=state.skipped_updates + skipped), metrics
 
   return train_step
 
@@ -116,7 +127,8 @@ class Run:
     def init_state(rng):
       param_rng, state_rng = jax.random.split(rng)
       params = self.task.init_params(param_rng, self.task.dummy_batch(1))
-      return TrainState(step=jnp.int32(0), params=params, opt_state=self.tx.init(params), rng=state_rng)
+      return TrainState(step=jnp.int32(0), params=params, opt_state=self.tx.init(params), rng=state_rng,
+                        skipped_updates=jnp.int32(0))
 
     with parallel.sharding_context(self.mesh, self.rules):
       boxed = jax.eval_shape(init_state, jax.random.PRNGKey(config.seed))
@@ -219,25 +231,27 @@ class _StopSignal:
       signal.signal(signal.SIGTERM, self._previous)
 
 
+class NonFiniteError(Exception):
+  """A step's loss or gradients were not finite under train.nonfinite=halt."""
+
+
 def run(config, workdir: str) -> dict[str, float]:
   """Trains (or resumes) the run in `workdir`; returns the final eval metrics."""
   config = config_lib.with_pretrained_model(config)
   config_lib.validate(config)  # Before anything is written.
   is_main = jax.process_index() == 0
-  os.makedirs(workdir, exist_ok=True)
+  _check_writable(workdir)
   log = tqdm.write if is_main else (lambda *_: None)
   t = config.train
 
   run_ = Run(config, workdir)
-  if is_main:
-    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-      f.write(config_lib.to_json(config))
   checkpoints = Checkpointer(workdir, keep=t.keep_checkpoints)
+  if checkpoints.all_steps():
+    _check_resumable(run_, checkpoints)
   train_iter = run_.task.train_batches(run_.local_batch_size, jax.process_index(), jax.process_count())
-
-  start_step = checkpoints.latest_step()
-  if start_step is not None:
-    state, data_state = checkpoints.restore(start_step, run_.abstract_state)
+  restored = checkpoints.restore_latest(run_.abstract_state, t.on_damaged_checkpoint, log)
+  if restored is not None:
+    start_step, state, data_state = restored
     train_iter.set_state(data_state)
     log(f"Resumed from {checkpoints.directory}/{start_step} (step {start_step} of {t.num_steps}).")
   else:
@@ -247,6 +261,9 @@ def run(config, workdir: str) -> dict[str, float]:
       state = run_.load_pretrained(state)
       log(f"Initialised {sorted(set(state.params) & set(checkpoint_lib.params_metadata(config.init_from)))} "
           f"from {config.init_from}.")
+  if is_main:
+    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+      f.write(config_lib.to_json(config))
   writer = MetricsWriter(workdir, resume_step=start_step, enabled=is_main)
 
   tokens_per_step = t.batch_size * config.data.max_seq_len
@@ -260,16 +277,65 @@ def run(config, workdir: str) -> dict[str, float]:
       f"batch {t.batch_size} x {config.data.max_seq_len} tokens, workdir {workdir}")
 
   final_eval: dict[str, float] = {}
-  if start_step >= t.num_steps:
-    log(f"Workdir {workdir} already holds a finished run (step {start_step}); delete it to train again.")
-  else:
-    state, final_eval = _train(run_, state, train_iter, checkpoints, writer, start_step, tokens_per_step,
-                               flops_per_step, peak_flops, log, is_main)
-  checkpoints.close()
-  writer.close()
+  try:
+    if start_step >= t.num_steps:
+      log(f"Workdir {workdir} already holds a finished run (step {start_step}); delete it to train again.")
+    else:
+      state, final_eval = _train(run_, state, train_iter, checkpoints, writer, start_step, tokens_per_step,
+                                 flops_per_step, peak_flops, log, is_main)
+    checkpoints.close()
+  except BaseException:
+    try:  # Let committed saves finish; the error that stopped the run is the one to report.
+      checkpoints.close()
+    except Exception:  # noqa: BLE001
+      pass
+    raise
+  finally:
+    writer.close()
   if is_main:
     run_.task.after_training(jax.device_get(state.params), log)
   return final_eval
+
+
+def _check_writable(workdir: str) -> None:
+  """Fails naming the workdir when it cannot be created or written."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=workdir, prefix=".write_test"):
+      pass
+  except OSError as e:
+    raise ValueError(f"workdir {workdir} is not writable ({type(e).__name__}: {e})") from e
+
+
+def _check_resumable(run_: Run, checkpoints: Checkpointer) -> None:
+  """Refuses to resume a checkpoint made by a different run: other identity keys, or other shapes."""
+  saved_path = os.path.join(run_.workdir, "config.json")
+  if os.path.isfile(saved_path):
+    with open(saved_path, encoding="utf-8") as f:
+      saved = config_lib.from_json(f.read())
+    differences = config_lib.resume_differences(saved, run_.config)
+    if differences:
+      keys = ", ".join(repr(d.split(":")[0]) for d in differences)
+      raise config_lib.ConfigError(
+          f"workdir {run_.workdir} holds checkpoints of a run with another config; refusing to resume with: "
+          + "; ".join(differences) + f". To resume anyway, pass --config.train.allow_changed_keys=\"({keys},)\"; "
+          "to start a new run, use a new workdir")
+  try:
+    stored = checkpoint_lib.params_metadata(run_.workdir)
+  except Exception:  # noqa: BLE001  (an unreadable newest checkpoint is restore_latest's business)
+    return
+  wanted = jax.tree_util.tree_flatten_with_path(run_.abstract_state.params)[0]
+  stored_flat = {jax.tree_util.keystr(p): x.shape for p, x in jax.tree_util.tree_flatten_with_path(stored)[0]}
+  for path, want in wanted:
+    name = jax.tree_util.keystr(path)
+    have = stored_flat.get(name)
+    if have is not None and tuple(have) != tuple(want.shape):
+      hint = ""
+      if "embeddings']['word']" in name:
+        hint = (f": the tokenizer file {tokenizer_file(run_.workdir)} has {run_.tokenizer.vocab_size} tokens but the "
+                f"checkpoint's vocab has {have[0]}")
+      raise ValueError(f"checkpoint in {checkpoints.directory} has {name} of shape {tuple(have)}, this run's model "
+                       f"needs {tuple(want.shape)}{hint}")
 
 
 def _train(run_: Run, state, train_iter, checkpoints, writer, start_step, tokens_per_step, flops_per_step,
@@ -283,12 +349,14 @@ def _train(run_: Run, state, train_iter, checkpoints, writer, start_step, tokens
   interval_metrics, timer_start, timed_steps, interval_steps, paused = None, None, 0, 0, 0.0
   eval_metrics: dict[str, float] = {}
   best = BestCheckpoint(run_.workdir, run_.task.best_metric)
+  guard = _NonFiniteGuard(run_.workdir, t.nonfinite, log)
   step = start_step
   with _StopSignal() as stop, parallel.sharding_context(run_.mesh, run_.rules):
     while step < t.num_steps:
-      batch = run_.put_batch(next(train_iter))
-      state, metrics = run_.train_step(state, batch)
+      local_batch = next(train_iter)
+      state, metrics = run_.train_step(state, run_.put_batch(local_batch))
       step += 1
+      guard.watch(step, metrics["skipped_updates"][0], local_batch)
       interval_metrics = _add_metrics(interval_metrics, metrics)
       interval_steps += 1
       if timer_start is None:
@@ -299,8 +367,11 @@ def _train(run_: Run, state, train_iter, checkpoints, writer, start_step, tokens
       bar.update(1)
 
       if step % t.log_every == 0 or step == t.num_steps:
+        guard.check_all()
         values = run_.task.summarize(jax.device_get(interval_metrics))
         record = {f"train/{k}": v for k, v in values.items()}
+        record["train/skipped_updates_total"] = float(state.skipped_updates)
+        record["perf/host_rss_mb"] = _resident_megabytes()
         if timed_steps:
           elapsed = time.perf_counter() - timer_start - paused
           record["perf/step_time"] = elapsed / timed_steps
@@ -322,6 +393,7 @@ def _train(run_: Run, state, train_iter, checkpoints, writer, start_step, tokens
         paused += time.perf_counter() - eval_start  # Evaluation time is not training throughput.
 
       if (t.checkpoint_every and step % t.checkpoint_every == 0) or step == t.num_steps or stop.received:
+        guard.check_all()  # Under "halt", no checkpoint is written after a non-finite step.
         checkpoints.save(step, state, train_iter.get_state())
       if stop.received:
         checkpoints.wait()
@@ -331,6 +403,46 @@ def _train(run_: Run, state, train_iter, checkpoints, writer, start_step, tokens
   bar.close()
   checkpoints.wait()
   return state, eval_metrics
+
+
+class _NonFiniteGuard:
+  """Reads each step's skipped-update flag one step late (so the host never waits on the device),
+  and under train.nonfinite=halt stops at the first non-finite step, saving its batch."""
+
+  def __init__(self, workdir: str, policy: str, log):
+    self.workdir, self.policy, self.log = workdir, policy, log
+    self.pending = collections.deque()
+
+  def watch(self, step: int, skipped, local_batch) -> None:
+    """Queues this step's flag; checks the ones whose steps have surely finished."""
+    self.pending.append((step, skipped, local_batch))
+    while len(self.pending) > 2:
+      self._check(*self.pending.popleft())
+
+  def check_all(self) -> None:
+    """Checks every queued step (before logging and before any checkpoint)."""
+    while self.pending:
+      self._check(*self.pending.popleft())
+
+  def _check(self, step: int, skipped, local_batch) -> None:
+    if self.policy != "halt" or float(skipped) == 0.0:
+      return
+    path = os.path.join(self.workdir, f"nonfinite_batch_step{step}.npz")
+    if jax.process_index() == 0:
+      np.savez(path, **local_batch)
+    raise NonFiniteError(
+        f"step {step}: the loss, gradients or update were not finite, so the update was not applied and the "
+        f"run stopped (train.nonfinite=halt); the batch is saved in {path}; checkpoints hold only finite "
+        "values. Rerun with --config.train.nonfinite=skip to skip such steps, or fix the data or learning rate")
+
+
+def _resident_megabytes() -> float:
+  """This process's resident memory in MiB (Linux /proc), for spotting host-memory growth."""
+  try:
+    with open("/proc/self/statm", encoding="ascii") as f:
+      return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+  except OSError:
+    return float("nan")
 
 
 class BestCheckpoint:
