@@ -58,5 +58,17 @@ def main(argv) -> None:
     sys.exit(EXIT_INTERRUPTED)
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing, with a bad --config override (an unknown key, a wrong type) as one line."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    sys.exit(f"flaxlm: config error: {e}\nPass --helpshort to see the flags.")
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    # ml_collections reports an unknown --config.a.b key as an AttributeError or KeyError.
+    message = str(e).strip("'\"").replace("\\n", " ").replace("\\'", "'").replace("\n", " ")
+    sys.exit(f"flaxlm: config error: {message}")
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -10,6 +10,8 @@ import json
 import os
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 from grain.checkpoint import CheckpointRestore, CheckpointSave
 
@@ -66,7 +68,8 @@ class Checkpointer:
     A failure of this or the previous (asynchronous) save raises CheckpointError.
     """
     args = ocp.args.Composite(state=ocp.args.StandardSave(state),
-                              data=CheckpointSave(_IteratorStateSnapshot(data_state)))
+                              data=CheckpointSave(_IteratorStateSnapshot(data_state)),
+                              fingerprint=ocp.args.JsonSave(fingerprint(state)))
     try:
       self._manager.save(step, args=args, force=True)
     except Exception as e:  # noqa: BLE001  (orbax and tensorstore raise many types; all mean the same here)
@@ -88,10 +91,18 @@ class Checkpointer:
                            f"{kept}; free disk space and rerun the same command to resume")
 
   def restore(self, step: int, abstract_state):
-    """(state, data_state) at `step`; arrays land with the shardings in `abstract_state`."""
+    """(state, data_state) at `step`; arrays land with the shardings in `abstract_state`.
+
+    The restored arrays must match the fingerprint saved with them, so a file damaged in a way the
+    reader does not notice still fails here rather than resuming from corrupt values.
+    """
     snapshot = _IteratorStateSnapshot()
     restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), data=CheckpointRestore(snapshot)))
+        state=ocp.args.StandardRestore(abstract_state), data=CheckpointRestore(snapshot),
+        fingerprint=ocp.args.JsonRestore()))
+    expected, actual = restored["fingerprint"], fingerprint(restored["state"])
+    if len(expected) != len(actual) or not np.allclose(expected, actual, rtol=1e-5, atol=1e-6, equal_nan=True):
+      raise ValueError("restored arrays do not match the fingerprint saved with them")
     return restored["state"], snapshot.state
 
   def restore_latest(self, abstract_state, policy: str, log):
@@ -133,6 +144,19 @@ class Checkpointer:
       self.wait()
     finally:
       self._manager.close()
+
+
+@jax.jit
+def _sums(leaves):
+  return jnp.stack([jnp.stack([jnp.sum(x.astype(jnp.float32)), jnp.sum(jnp.square(x.astype(jnp.float32)))])
+                    for x in leaves])
+
+
+def fingerprint(state) -> list[list[float]]:
+  """[sum, sum of squares] of every array of `state`: cheap to compute, and any damage to a
+  restored array's values shows in it."""
+  leaves = [x for x in jax.tree.leaves(state) if hasattr(x, "dtype") and x.size]
+  return np.asarray(_sums(leaves), np.float64).tolist() if leaves else []
 
 
 def save_params(directory: str, params, step: int = 0) -> None:
