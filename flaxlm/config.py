@@ -51,6 +51,9 @@ def base_config() -> ml_collections.ConfigDict:
   # A flaxlm workdir or converted model (config.json, vocab.txt, checkpoints/) whose encoder (and
   # pooler) initialise this run; heads it lacks start fresh. Its architecture and vocab are used.
   c.init_from = ""
+  # jit: one program over the (data, fsdp, tensor) mesh. pmap: pure data parallelism with jax.pmap,
+  # parameters replicated on every device and gradients summed with lax.psum.
+  c.parallelism = "jit"
 
   c.task = ml_collections.ConfigDict()
   c.task.name = "mlm"
@@ -102,6 +105,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.train_file = ""
   c.data.eval_file = ""
   c.data.extra_eval_files = ()  # More eval sets as "name=path" (MNLI: "mismatched=dev_mismatched.tsv").
+  # Independent input streams; each process reads shards / process_count of them, and the global
+  # batch is their rows in shard order. 0: one per process. Fix it to read identical batches on
+  # any number of hosts.
+  c.data.shards = 0
   c.data.pack_examples = True  # Fine-tuning: pack short examples into shared rows instead of padding each.
 
   c.tokenizer = ml_collections.ConfigDict()
@@ -137,6 +144,9 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 32  # Global batch, in rows, over all devices and hosts.
+  # When positive, the global batch is this many rows per data-parallel device (batch_size is then
+  # ignored), so the same config keeps each chip's load as a pod slice grows.
+  c.train.per_device_batch_size = 0
   c.train.grad_accum_steps = 1
   c.train.num_steps = 1000
   c.train.log_every = 20
@@ -254,6 +264,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
   _need(t.log_every > 0, "train.log_every", "must be positive")
   _need(t.keep_checkpoints >= 1, "train.keep_checkpoints", f"must be at least 1, got {t.keep_checkpoints}")
   _need(t.eval_batch_size > 0, "train.eval_batch_size", f"must be positive, got {t.eval_batch_size}")
+  _need(c.parallelism in ("jit", "pmap"), "parallelism", f"{c.parallelism!r} is not jit or pmap")
+  _need(c.data.shards >= 0, "data.shards", f"must be >= 0, got {c.data.shards}")
+  _need(t.per_device_batch_size >= 0, "train.per_device_batch_size", f"must be >= 0, got {t.per_device_batch_size}")
   _need(t.nonfinite in ("halt", "skip"), "train.nonfinite", f"{t.nonfinite!r} is not halt or skip")
   _need(t.on_damaged_checkpoint in ("fallback", "fail"), "train.on_damaged_checkpoint",
         f"{t.on_damaged_checkpoint!r} is not fallback or fail")
@@ -285,7 +298,8 @@ def with_pretrained_model(c: ml_collections.ConfigDict) -> ml_collections.Config
 
 # Keys that define what a checkpoint is a checkpoint of: resuming with other values is refused
 # (unless train.allow_changed_keys lists them). A key ending in "." covers its whole section.
-RESUME_IDENTITY_KEYS = ("seed", "model.", "mlm.", "tokenizer.", "task.", "train.batch_size", "optimizer.name",
+RESUME_IDENTITY_KEYS = ("seed", "model.", "mlm.", "tokenizer.", "task.", "train.batch_size",
+                        "train.per_device_batch_size", "optimizer.name", "data.shards",
                         "data.source", "data.files", "data.tfds_name", "data.train_split", "data.train_file",
                         "data.max_seq_len", "data.pack_examples", "data.packing_bins")
 # Within those sections, keys that change no shape and no data: free to change on resume.

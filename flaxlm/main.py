@@ -18,7 +18,12 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config fil
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and config.json.")
 _MULTIHOST = flags.DEFINE_bool("multihost", None, "Call jax.distributed.initialize(); default: when a cluster "
-                               "environment (TPU VM slice, SLURM, or JAX_COORDINATOR_ADDRESS) is detected.")
+                               "environment (TPU VM slice, SLURM, or JAX_COORDINATOR_ADDRESS) is detected, or "
+                               "--coordinator_address is given.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for a cluster JAX does not "
+                                   "detect by itself (with --num_processes and --process_id).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job (with --coordinator_address).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (with --coordinator_address).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 # Exit status after a preemption signal: the run saved its checkpoint and can be resumed.
@@ -40,9 +45,12 @@ def main(argv) -> None:
   from flaxlm.train.checkpoint import CheckpointError
   from flaxlm.train.loop import Interrupted, NonFiniteError, run
 
-  multihost = _MULTIHOST.value if _MULTIHOST.value is not None else _looks_multihost()
+  multihost = _MULTIHOST.value if _MULTIHOST.value is not None else (_looks_multihost() or bool(_COORDINATOR.value))
   if multihost:
-    jax.distributed.initialize()
+    # CPU processes (tests, laptops) exchange collectives over gloo; accelerators ignore this.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
+                               process_id=_PROCESS_ID.value)
   # Keep the console for the run: absl would echo JAX's backend probing and TFDS's notices.
   absl_logging.set_verbosity(absl_logging.ERROR)
   try:

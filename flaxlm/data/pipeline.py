@@ -274,3 +274,47 @@ def example_eval_batches(examples: list[dict[str, np.ndarray]], *, max_seq_len: 
   ds = grain.MapDataset.source(examples)[process_index::process_count].to_iter_dataset()
   yield from _one_pass(_rows(ds, examples[0].keys(), max_seq_len, packing_bins, 0, train=False, packed=packed),
                        batch_size)
+
+
+class ShardedBatches:
+  """This process's rows of the global batch, built from several independent input streams.
+
+  Shard s (of `shard_count`) reads its own slice of the data; the global batch is every shard's
+  rows in shard order, and a process owns a contiguous run of shards, so the same `data.shards`
+  gives the same global batches on one host or many. The state is one entry per shard.
+  """
+
+  def __init__(self, make_shard, shard_ids: list[int], shard_count: int):
+    self.shard_ids = shard_ids
+    self._iterators = [make_shard(s, shard_count) for s in shard_ids]
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    parts = [next(it) for it in self._iterators]
+    if len(parts) == 1:
+      return parts[0]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+  def get_state(self) -> dict:
+    """One iterator state per shard, keyed by shard id (JSON-able)."""
+    return {"shards": {str(s): it.get_state() for s, it in zip(self.shard_ids, self._iterators)}}
+
+  def set_state(self, state: dict) -> None:
+    """Restores every shard's position; a state from another sharding is an error."""
+    saved = state.get("shards", {})
+    if set(saved) != {str(s) for s in self.shard_ids}:
+      raise ValueError(f"the checkpoint's data position is for shards {sorted(saved)}, this process reads "
+                       f"{self.shard_ids}: keep data.shards and the number of processes as they were")
+    for s, it in zip(self.shard_ids, self._iterators):
+      it.set_state(saved[str(s)])
+
+
+def process_shards(shards: int, process_index: int, process_count: int) -> list[int]:
+  """The contiguous run of shard ids process `process_index` reads (shards 0 means one each)."""
+  shards = shards or process_count
+  if shards % process_count:
+    raise ValueError(f"config.data.shards={shards} cannot be split evenly over {process_count} processes")
+  per_process = shards // process_count
+  return list(range(process_index * per_process, (process_index + 1) * per_process))

@@ -71,9 +71,13 @@ class Task:
     """Fresh parameters (with logical-axis boxes) for a batch of these shapes."""
     return self.model.init(rng, *self.model_inputs(batch), deterministic=True)["params"]
 
-  def prepare_batch(self, batch, rng):
-    """Per-step batch preparation inside the jitted step (MLM masks here); identity by default."""
-    del rng
+  def prepare_batch(self, batch, rng, rows=None):
+    """Per-step batch preparation inside the jitted step (MLM masks here); identity by default.
+
+    `rows` = (offset, total): this batch is rows offset.. of a `total`-row batch (pmap), so random
+    choices must be drawn for the whole batch and sliced.
+    """
+    del rng, rows
     return batch
 
   def eval_step(self, params, batch, rng):

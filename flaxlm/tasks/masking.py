@@ -35,11 +35,21 @@ class MaskingConfig:
     return np.setdiff1d(np.arange(self.vocab_size), np.array(self.special_ids, dtype=np.int64)).astype(np.int32)
 
 
-def mask_tokens(rng, input_ids_BL, segment_ids_BL, word_start_BL, cfg: MaskingConfig):
+def _rows_of(draw, shape, rows):
+  """`draw(shape)` for the whole batch, then the rows this shard holds: so a batch split over
+  pmap devices gets exactly the random numbers the unsplit batch would (rows = (offset, total))."""
+  if rows is None:
+    return draw(shape)
+  offset, total = rows
+  return jax.lax.dynamic_slice_in_dim(draw((total, *shape[1:])), offset, shape[0], axis=0)
+
+
+def mask_tokens(rng, input_ids_BL, segment_ids_BL, word_start_BL, cfg: MaskingConfig, rows=None):
   """Corrupts a batch for MLM.
 
   Returns (corrupted input_ids [B, L], masked_positions [B, P], target_ids [B, P], weights [B, P]),
-  P = cfg.max_predictions; padding slots point at position 0 with weight 0.
+  P = cfg.max_predictions; padding slots point at position 0 with weight 0. `rows` = (offset,
+  total) says this batch is rows offset.. of a `total`-row batch, for identical draws under pmap.
   """
   B, L = input_ids_BL.shape
   P = cfg.max_predictions
@@ -47,7 +57,7 @@ def mask_tokens(rng, input_ids_BL, segment_ids_BL, word_start_BL, cfg: MaskingCo
 
   is_special_BL = jnp.isin(input_ids_BL, jnp.asarray(cfg.special_ids, jnp.int32))
   eligible_BL = (segment_ids_BL > 0) & ~is_special_BL
-  scores_BL = jax.random.uniform(choose_rng, (B, L))
+  scores_BL = _rows_of(lambda shape: jax.random.uniform(choose_rng, shape), (B, L), rows)
   if cfg.whole_word:
     # Word index of each token; every piece takes the score of its word's first piece, so each
     # word (not each token) is equally likely to be chosen.
@@ -66,9 +76,10 @@ def mask_tokens(rng, input_ids_BL, segment_ids_BL, word_start_BL, cfg: MaskingCo
     chosen_BP = _whole_words_only(chosen_BP, positions_BP, word_id_BL, eligible_BL)
 
   targets_BP = jnp.take_along_axis(input_ids_BL, positions_BP, axis=1)
-  action_BP = jax.random.uniform(action_rng, (B, P))
+  action_BP = _rows_of(lambda shape: jax.random.uniform(action_rng, shape), (B, P), rows)
   replacements = jnp.asarray(cfg.replacement_ids)
-  random_BP = replacements[jax.random.randint(replace_rng, (B, P), 0, replacements.shape[0])]
+  random_BP = replacements[_rows_of(lambda shape: jax.random.randint(replace_rng, shape, 0, replacements.shape[0]),
+                                    (B, P), rows)]
   new_BP = jnp.where(action_BP < cfg.mask_token_prob, cfg.mask_id,
                      jnp.where(action_BP < cfg.mask_token_prob + cfg.random_token_prob, random_BP, targets_BP))
   # Unchosen slots write their own token back, so scattering every slot is safe.

@@ -95,10 +95,10 @@ class MlmTask(Task):
       positions_BP = jnp.zeros((batch["input_ids"].shape[0], self.masking.max_predictions), jnp.int32)
     return (*super().model_inputs(batch), positions_BP)
 
-  def prepare_batch(self, batch, rng):
+  def prepare_batch(self, batch, rng, rows=None):
     """Masks the batch (in the jitted step, before any split into accumulation micro-batches)."""
     input_ids_BL, positions_BP, targets_BP, weights_BP = mask_tokens(
-        rng, batch["input_ids"], batch["segment_ids"], batch["word_start"], self.masking)
+        rng, batch["input_ids"], batch["segment_ids"], batch["word_start"], self.masking, rows)
     return {**batch, "input_ids": input_ids_BL, "masked_positions": positions_BP, "targets": targets_BP,
             "weights": weights_BP}
 

@@ -9,6 +9,7 @@ any particular task beyond the interface documented in `flaxlm.tasks`.
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 import os
 import shutil
@@ -22,11 +23,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from flaxlm import config as config_lib
 from flaxlm import parallel
-from flaxlm.data import build_tokenizer, tokenizer_file
+from flaxlm.data import build_tokenizer, pipeline, tokenizer_file
 from flaxlm.tasks import get_task
 from flaxlm.train import flops
 from flaxlm.train import checkpoint as checkpoint_lib
@@ -41,7 +43,7 @@ EVAL_SEED_OFFSET = 1_000_003  # Eval masks: fixed across evaluations, distinct f
 # ----------------------------------------------------------------------------- steps
 
 
-def make_train_step(task, tx, schedule, grad_accum_steps: int):
+def make_train_step(task, tx, schedule, grad_accum_steps: int, axis_name: str | None = None, replicas: int = 1):
   """(state, batch) -> (state, metrics); gradients of the summed loss over micro-batches, then / weight.
 
   Masking runs once on the whole batch, so the update equals the unaccumulated one up to float
@@ -49,6 +51,10 @@ def make_train_step(task, tx, schedule, grad_accum_steps: int):
   stays spread over every data-parallel device. An update whose loss, gradients or own values are
   not finite is never applied: params and optimizer state keep their values, and the metric
   `skipped_updates` says so (what happens next is the loop's train.nonfinite policy).
+
+  Under pmap (`axis_name` set, `replicas` devices) each device holds a slice of the batch: masks
+  are drawn for the whole batch and sliced, and sums are psum-ed before any division, so the
+  update equals the jit one; dropout draws differ per device.
   """
 
   def micro_loss(params, batch, rng):
@@ -59,7 +65,13 @@ def make_train_step(task, tx, schedule, grad_accum_steps: int):
 
   def train_step(state: TrainState, batch):
     mask_rng, dropout_rng = jax.random.split(state.step_rng())
-    batch = task.prepare_batch(batch, mask_rng)
+    rows = None
+    if axis_name:
+      index = jax.lax.axis_index(axis_name)
+      rows_here = jax.tree.leaves(batch)[0].shape[0]
+      rows = (index * rows_here, replicas * rows_here)
+      dropout_rng = jax.random.fold_in(dropout_rng, index)
+    batch = task.prepare_batch(batch, mask_rng, rows)
     if grad_accum_steps == 1:
       (loss_sum, (weight, metrics)), grads = grad_fn(state.params, batch, dropout_rng)
     else:
@@ -75,6 +87,8 @@ def make_train_step(task, tx, schedule, grad_accum_steps: int):
       (l0, (w0, m0)), g0 = jax.tree.map(jnp.zeros_like, shapes)
       (loss_sum, weight, metrics, grads), _ = jax.lax.scan(
           accumulate, (l0, w0, m0, g0), (jnp.arange(grad_accum_steps), micro))
+    if axis_name:
+      loss_sum, weight, metrics, grads = jax.lax.psum((loss_sum, weight, metrics, grads), axis_name)
     grads = jax.tree.map(lambda g: g / jnp.maximum(weight, 1.0), grads)
     grad_norm = optax.tree.norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -102,27 +116,35 @@ def _add_metrics(total, new):
 class Run:
   """Everything built from a config for one workdir: tokenizer, task, mesh, state, compiled steps."""
 
-  def __init__(self, config, workdir: str):
+  def __init__(self, config, workdir: str, devices=None):
     config_lib.validate(config)
     self.config = config
     self.workdir = workdir
     self.tokenizer = build_tokenizer(config, workdir)
     self.task = get_task(config, self.tokenizer)
-    self.mesh = parallel.make_mesh(config.mesh)
+    self.mesh = parallel.make_mesh(config.mesh, devices)
     self.rules = parallel.axis_rules(config.mesh)
     t = config.train
     self.schedule = learning_rate_schedule(config.optimizer, t.num_steps)
     self.tx = make_optimizer(config.optimizer, t.num_steps)
     self.batch_sharding = parallel.batch_sharding(self.mesh, self.rules)
-    self.local_batch_size = t.batch_size // jax.process_count()
-    self.local_eval_batch_size = t.eval_batch_size // jax.process_count()
-    data_parallel = self.batch_sharding.num_devices // np.prod(
+    self.pmap = config.parallelism == "pmap"
+    data_parallel = jax.device_count() if self.pmap else self.batch_sharding.num_devices // np.prod(
         [self.mesh.shape[a] for a in parallel.MESH_AXES if a not in _batch_axes(self.batch_sharding)])
-    for key, size in (("train.batch_size", t.batch_size), ("train.eval_batch_size", t.eval_batch_size)):
-      if size % (data_parallel * t.grad_accum_steps if key == "train.batch_size" else data_parallel):
+    self.global_batch_size = t.per_device_batch_size * data_parallel if t.per_device_batch_size else t.batch_size
+    for key, size, per in (("train.batch_size", self.global_batch_size, data_parallel * t.grad_accum_steps),
+                           ("train.eval_batch_size", t.eval_batch_size, data_parallel)):
+      if size % per or size % jax.process_count():
         raise config_lib.ConfigError(
             f"config.{key}: {size} rows cannot be split evenly over {data_parallel} data-parallel devices"
-            + (f" x {t.grad_accum_steps} accumulation steps" if key == "train.batch_size" else ""))
+            + (f" x {t.grad_accum_steps} accumulation steps" if key == "train.batch_size" else "")
+            + f" on {jax.process_count()} process(es)")
+    self.local_batch_size = self.global_batch_size // jax.process_count()
+    self.local_eval_batch_size = t.eval_batch_size // jax.process_count()
+    self.shards = pipeline.process_shards(config.data.shards, jax.process_index(), jax.process_count())
+    if self.local_batch_size % len(self.shards):
+      raise config_lib.ConfigError(f"config.data.shards: {len(self.shards)} shards per process cannot split "
+                                   f"{self.local_batch_size} rows evenly")
 
     def init_state(rng):
       param_rng, state_rng = jax.random.split(rng)
@@ -137,40 +159,86 @@ class Run:
     self.abstract_state = abstract_like(nn.meta.map_axis_meta(lambda box: box.value, boxed), self.state_shardings)
     with parallel.sharding_context(self.mesh, self.rules):
       replicated = parallel.replicated(self.mesh)
-      self.train_step = jax.jit(make_train_step(self.task, self.tx, self.schedule, t.grad_accum_steps),
-                                in_shardings=(self.state_shardings, self.batch_sharding),
-                                out_shardings=(self.state_shardings, replicated), donate_argnums=(0,))
+      if self.pmap:
+        step = make_train_step(self.task, self.tx, self.schedule, t.grad_accum_steps, "devices", jax.device_count())
+        self._step = jax.pmap(step, axis_name="devices", donate_argnums=(0,))
+      else:
+        self._step = jax.jit(make_train_step(self.task, self.tx, self.schedule, t.grad_accum_steps),
+                             in_shardings=(self.state_shardings, self.batch_sharding),
+                             out_shardings=(self.state_shardings, replicated), donate_argnums=(0,))
       self.eval_step = jax.jit(self.task.eval_step,
                                in_shardings=(self.state_shardings.params, self.batch_sharding, replicated),
                                out_shardings=(replicated, replicated))
     self.num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(self.abstract_state.params))
 
   def init_state(self) -> TrainState:
-    """Freshly initialised state, sharded on the mesh."""
+    """Freshly initialised state, sharded on the mesh (one copy; see `placed`)."""
     with parallel.sharding_context(self.mesh, self.rules):
       return self._init(jax.random.PRNGKey(self.config.seed))
 
+  def train_step(self, state: TrainState, batch):
+    """One compiled training step: (state, batch) -> (state, metrics); the state's buffers are donated."""
+    if self.pmap:  # pmap runs outside the mesh; its psum-ed metrics are equal on every device.
+      state, metrics = self._step(state, batch)
+      return state, jax.tree.map(lambda x: x[0], metrics)
+    with parallel.sharding_context(self.mesh, self.rules):
+      return self._step(state, batch)
+
+  def placed(self, state: TrainState) -> TrainState:
+    """The state as the train step takes it: as is under jit, a copy per local device under pmap."""
+    if not self.pmap:
+      return state
+    n = jax.local_device_count()
+    return jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (n, *x.shape)), state)
+
+  def single(self, state: TrainState) -> TrainState:
+    """One copy of the state, on the mesh shardings (for checkpoints, eval and prediction)."""
+    if not self.pmap:
+      return state
+    return jax.device_put(jax.tree.map(lambda x: x[0], state), self.state_shardings)
+
+  def train_batches(self):
+    """This process's stream of training batches (its shards' rows, in shard order)."""
+    shard_rows = self.local_batch_size // len(self.shards)
+    return pipeline.ShardedBatches(lambda s, n: self.task.train_batches(shard_rows, s, n), self.shards,
+                                   self.config.data.shards or jax.process_count())
+
   def put_batch(self, local_batch):
-    """This process's numpy rows -> the global, sharded batch."""
+    """This process's numpy rows -> the batch the train step takes (global and sharded, or per device)."""
+    if self.pmap:
+      n = jax.local_device_count()
+      return {k: v.reshape(n, v.shape[0] // n, *v.shape[1:]) for k, v in local_batch.items()}
     return parallel.global_batch(local_batch, self.batch_sharding)
 
   def evaluate(self, params) -> dict[str, float]:
-    """Metrics over each whole eval set (or train.eval_max_batches batches of it)."""
+    """Metrics over each whole eval set (or train.eval_max_batches batches of it).
+
+    With several processes, each evaluates its share in lockstep (a process out of batches feeds
+    empty ones) and the collectors see every process's rows, so all report the same metrics.
+    """
     limit = self.config.train.eval_max_batches
     eval_rng = jax.random.PRNGKey(self.config.seed + EVAL_SEED_OFFSET)
     eval_sets = self.task.eval_sets(self.local_eval_batch_size, jax.process_index(), jax.process_count())
     results = {}
     with parallel.sharding_context(self.mesh, self.rules):
       for name, batches in eval_sets.items():
-        totals, collector = None, self.task.eval_collector(name)
-        for index, local_batch in enumerate(batches):
-          if limit and index >= limit:
-            break
-          sums, outputs = self.eval_step(params, self.put_batch(local_batch), jax.random.fold_in(eval_rng, index))
-          totals = _add_metrics(totals, sums)
-          collector.add(local_batch, jax.device_get(outputs))
-        if totals is None:
+        local = list(itertools.islice(batches, limit or None))
+        count = len(local)
+        if jax.process_count() > 1:
+          count = int(np.max(multihost_utils.process_allgather(np.int32(count))))
+        if count == 0:
           raise ValueError(f"eval set {name or 'eval'} produced no batches")
+        empty = {k: np.zeros_like(v) for k, v in (local[0] if local else
+                                                  self.task.dummy_batch(self.local_eval_batch_size)).items()}
+        totals, collector = None, self.task.eval_collector(name)
+        for index in range(count):
+          local_batch = local[index] if index < len(local) else empty
+          sums, outputs = self.eval_step(params, parallel.global_batch(local_batch, self.batch_sharding),
+                                         jax.random.fold_in(eval_rng, index))
+          totals = _add_metrics(totals, sums)
+          if jax.process_count() > 1:
+            local_batch = multihost_utils.process_allgather(local_batch, tiled=True)
+          collector.add(local_batch, jax.device_get(outputs))
         results.update(collector.result(jax.device_get(totals)))
     return results
 
@@ -248,7 +316,7 @@ def run(config, workdir: str) -> dict[str, float]:
   checkpoints = Checkpointer(workdir, keep=t.keep_checkpoints)
   if checkpoints.all_steps():
     _check_resumable(run_, checkpoints)
-  train_iter = run_.task.train_batches(run_.local_batch_size, jax.process_index(), jax.process_count())
+  train_iter = run_.train_batches()
   restored = checkpoints.restore_latest(run_.abstract_state, t.on_damaged_checkpoint, log)
   if restored is not None:
     start_step, state, data_state = restored
@@ -266,23 +334,24 @@ def run(config, workdir: str) -> dict[str, float]:
       f.write(config_lib.to_json(config))
   writer = MetricsWriter(workdir, resume_step=start_step, enabled=is_main)
 
-  tokens_per_step = t.batch_size * config.data.max_seq_len
-  flops_per_step = run_.task.train_flops_per_row() * t.batch_size
+  tokens_per_step = run_.global_batch_size * config.data.max_seq_len
+  flops_per_step = run_.task.train_flops_per_row() * run_.global_batch_size
   on_cpu = jax.devices()[0].platform == "cpu"
   # Simulated CPU devices share the host's cores, so the host's matmul peak is the whole budget.
   peak_flops = (flops.peak_flops_per_device(t.peak_flops) if on_cpu and not t.peak_flops
                 else flops.peak_flops_per_device(t.peak_flops) * jax.device_count())
   log(f"flaxlm: task {config.task.name}, {run_.num_params / 1e6:.2f}M params, vocab {run_.tokenizer.vocab_size}, "
       f"{jax.device_count()} {jax.devices()[0].platform} device(s), mesh {dict(run_.mesh.shape)}, "
-      f"batch {t.batch_size} x {config.data.max_seq_len} tokens, workdir {workdir}")
+      f"{config.parallelism}, batch {run_.global_batch_size} x {config.data.max_seq_len} tokens, workdir {workdir}")
 
   final_eval: dict[str, float] = {}
   try:
     if start_step >= t.num_steps:
       log(f"Workdir {workdir} already holds a finished run (step {start_step}); delete it to train again.")
     else:
-      state, final_eval = _train(run_, state, train_iter, checkpoints, writer, start_step, tokens_per_step,
-                                 flops_per_step, peak_flops, log, is_main)
+      state, final_eval = _train(run_, run_.placed(state), train_iter, checkpoints, writer, start_step,
+                                 tokens_per_step, flops_per_step, peak_flops, log, is_main)
+      state = run_.single(state)
     checkpoints.close()
   except BaseException:
     try:  # Let committed saves finish; the error that stopped the run is the one to report.
@@ -351,7 +420,7 @@ def _train(run_: Run, state, train_iter, checkpoints, writer, start_step, tokens
   best = BestCheckpoint(run_.workdir, run_.task.best_metric)
   guard = _NonFiniteGuard(run_.workdir, t.nonfinite, log)
   step = start_step
-  with _StopSignal() as stop, parallel.sharding_context(run_.mesh, run_.rules):
+  with _StopSignal() as stop:
     while step < t.num_steps:
       local_batch = next(train_iter)
       state, metrics = run_.train_step(state, run_.put_batch(local_batch))
@@ -370,7 +439,7 @@ def _train(run_: Run, state, train_iter, checkpoints, writer, start_step, tokens
         guard.check_all()
         values = run_.task.summarize(jax.device_get(interval_metrics))
         record = {f"train/{k}": v for k, v in values.items()}
-        record["train/skipped_updates_total"] = float(state.skipped_updates)
+        record["train/skipped_updates_total"] = float(np.asarray(state.skipped_updates).reshape(-1)[0])
         record["perf/host_rss_mb"] = _resident_megabytes()
         if timed_steps:
           elapsed = time.perf_counter() - timer_start - paused
@@ -386,15 +455,15 @@ def _train(run_: Run, state, train_iter, checkpoints, writer, start_step, tokens
 
       if (t.eval_every and step % t.eval_every == 0) or step == t.num_steps:
         eval_start = time.perf_counter()
-        eval_metrics = run_.evaluate(state.params)
+        eval_metrics = run_.evaluate(run_.single(state).params)
         writer.write(step, {f"eval/{k}": v for k, v in eval_metrics.items()})
         log(f"step {step}: eval " + ", ".join(f"{k} {v:.4g}" for k, v in eval_metrics.items()))
-        best.update(step, eval_metrics, state.params, log)
+        best.update(step, eval_metrics, run_.single(state).params, log)
         paused += time.perf_counter() - eval_start  # Evaluation time is not training throughput.
 
       if (t.checkpoint_every and step % t.checkpoint_every == 0) or step == t.num_steps or stop.received:
         guard.check_all()  # Under "halt", no checkpoint is written after a non-finite step.
-        checkpoints.save(step, state, train_iter.get_state())
+        checkpoints.save(step, run_.single(state), train_iter.get_state())
       if stop.received:
         checkpoints.wait()
         bar.close()
