@@ -47,7 +47,9 @@ class Tokenizer:
     self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (index[t] for t in names)
     if not vocab_file.endswith(".json"):
       # strip_accents=None follows lowercase, as BERT's uncased and cased vocabularies expect.
-      self._tokenizer = BertWordPieceTokenizer(vocab_file, lowercase=lowercase, strip_accents=None,
+      # The vocab as a dict: handing the library a path goes through a deprecated reader.
+      self._tokenizer = BertWordPieceTokenizer({t: i for i, t in enumerate(self.vocab)}, lowercase=lowercase,
+                                               strip_accents=None,
                                                clean_text=True, handle_chinese_chars=True)
 
   def _load_tokenizer_json(self, path: str) -> None:
