@@ -6,12 +6,14 @@
 
 A train step is forward, backward and optimizer update (AdamW, global-norm clipping at 1.0, dropout
 0.1) on rows of random token ids, timed after compilation and warm-up; the flaxlm case is the real
-`Run.train_step` of `flaxlm.train.loop`, masking included. Each case runs in its own subprocess, so
-its peak memory is its own: the peak resident set of that process during the timed steps (the
-kernel's high-water mark, reset after warm-up) less its resident set once its framework was
-imported, i.e. what the model, optimizer state, gradients, activations and temporary buffers take.
-The CPU matmul peak that MFU divides by is measured once per run, in a subprocess of its own.
-Every result is one JSON object on stdout; progress goes to stderr.
+`Run.train_step` of `flaxlm.train.loop`, masking included. Each case runs in a process of its own,
+and the cases of one shape take turns step by step (see `compare`), so load from elsewhere on the
+machine falls on all of them alike. Peak memory is per process: the peak resident set during the
+timed steps (the kernel's high-water mark, reset after warm-up) less the resident set once the
+framework was imported, i.e. what the model, optimizer state, gradients, activations and
+temporary buffers take. MFU divides by the best matmul rate a probe process measures in the same
+turns (on a GPU or TPU, the published bf16 peak). Every result is one JSON object on stdout;
+progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -38,11 +40,13 @@ SIZES = {
     "tiny": dict(hidden_size=64, num_layers=2, num_heads=2, mlp_dim=128),
 }
 FRAMEWORKS = ("flaxlm", "hf_pytorch", "hf_flax")
-PEERS = FRAMEWORKS[1:]
 MASK_RATE = 0.15
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 PAD_ID, CLS_ID, SEP_ID, MASK_ID = 0, 2, 3, 4
 RESULT_PREFIX = "FLAXLM_BENCH_RESULT "
+STEP_PREFIX = "FLAXLM_BENCH_STEP "
+READY = "FLAXLM_BENCH_READY"
+_PAUSE_S = 0.3  # After each timed step: long enough for OpenMP and Eigen threads to stop spinning.
 # Modules whose import is the framework's fixed cost, loaded before the memory baseline is read.
 _FRAMEWORK_MODULES = {
     "flaxlm": ("jax", "flax.linen", "optax", "flaxlm.train.loop"),
@@ -286,69 +290,110 @@ def _reset_peak_rss() -> bool:
     return False
 
 
-def run_case(case: Case, steps: int, warmup: int, overrides: dict) -> dict:
-  """Times `steps` train steps after `warmup` ones (the first compiles) in this process."""
-  for module in _FRAMEWORK_MODULES[case.framework]:
-    importlib.import_module(module)
-  baseline_kb = _status_kb("VmRSS")
+def _start_runtime(framework: str) -> None:
+  """Starts the framework's runtime (device client, thread pools), a fixed cost like the import."""
+  if framework == "hf_pytorch":
+    import torch
+    float((torch.ones(64, 64) @ torch.ones(64, 64)).sum())
+  else:
+    import jax.numpy as jnp
+    float((jnp.ones((64, 64)) @ jnp.ones((64, 64))).sum())
+
+
+def _build_case(case: Case, workdir: str, overrides: dict):
+  """(step, head positions per row) for a case; the head runs at flaxlm's masked slots, the peers' every token."""
   batches = [synthetic_rows(seed, case.batch, case.seq_len, case.vocab_size) for seed in range(2)]
-  with tempfile.TemporaryDirectory(prefix="flaxlm-bench-") as workdir:
-    # The head runs at flaxlm's masked slots only, at every token for the peers.
-    if case.framework == "flaxlm":
-      step, head_positions = _flaxlm_step(case, workdir, overrides, batches)
-    elif case.framework == "hf_pytorch":
-      step, head_positions = _hf_pytorch_step(case, batches)
-    else:
-      step, head_positions = _hf_flax_step(case, batches)
-    for _ in range(warmup):
-      step()
-    peak_reset = _reset_peak_rss()
-    times = []
-    for _ in range(steps):
-      start = time.perf_counter()
-      step()
-      times.append(time.perf_counter() - start)
-    peak_kb = _status_kb("VmHWM")
-  step_time = statistics.median(times)
-  tokens_per_sec = case.batch * case.seq_len / step_time
-  flops_per_token = train_flops_per_token(case.model_config(), case.seq_len, head_positions)
-  return {"benchmark": "train_step", "case": case.name, "framework": case.framework, "model": case.size,
-          "seq_len": case.seq_len, "batch": case.batch, "vocab_size": case.vocab_size, "dtype": case.dtype,
-          "tokens_per_sec": tokens_per_sec, "step_time_s": step_time, "step_time_min_s": min(times),
-          "step_time_max_s": max(times), "timed_steps": steps, "flops_per_token": flops_per_token,
-          "head_positions_per_row": head_positions, "peak_memory_mb": (peak_kb - baseline_kb) / 1024,
-          "peak_rss_mb": peak_kb / 1024, "baseline_rss_mb": baseline_kb / 1024,
-          "memory_peak_is_steps_only": peak_reset, **({"flaxlm_overrides": overrides} if overrides else {})}
+  if case.framework == "flaxlm":
+    return _flaxlm_step(case, workdir, overrides, batches)
+  if case.framework == "hf_pytorch":
+    return _hf_pytorch_step(case, batches)
+  return _hf_flax_step(case, batches)
 
 
-def measure_peak(dtype: str) -> float:
-  """The published bf16 peak of a GPU or TPU, else the best matmul FLOP/s measured here (flaxlm.train.flops)."""
+def _peak_probe(dtype: str):
+  """(probe, None): each call returns the published bf16 peak of a GPU or TPU, or a fresh matmul measurement."""
   import jax
   import jax.numpy as jnp
 
   from flaxlm.train import flops
   device = jax.devices()[0]
   published = flops.published_peak_flops(device.device_kind) if device.platform != "cpu" else None
-  return published or flops.measured_matmul_peak(1024, jnp.dtype(dtype), repeats=10)
+  # Unwrapped from its cache: every round measures again, and the run keeps the best.
+  return (lambda: published or flops.measured_matmul_peak.__wrapped__(1024, jnp.dtype(dtype), repeats=3)), None
 
 
-def _child(job: dict, env: dict) -> dict:
-  """Runs one job (a case, or the peak measurement) in a fresh interpreter and returns its result."""
-  proc = subprocess.run([sys.executable, "-m", "flaxlm.bench", "--worker", json.dumps(job)],
-                        capture_output=True, text=True, env=env)
-  for line in proc.stdout.splitlines():
-    if line.startswith(RESULT_PREFIX):
-      return json.loads(line[len(RESULT_PREFIX):])
-  tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
-  return {"error": f"exit status {proc.returncode}: {tail}"}
-
-
-def _worker(job: dict) -> None:
-  if job["kind"] == "peak":
-    result = {"peak_flops": measure_peak(job["dtype"])}
-  else:
-    result = run_case(Case(**job["case"]), job["steps"], job["warmup"], job["overrides"])
+def _serve(job: dict) -> None:
+  """A worker process: builds its case and warms it up, then runs one step per `step` line on stdin."""
+  case = Case(**job["case"]) if job["kind"] == "case" else None
+  for module in _FRAMEWORK_MODULES[case.framework] if case else ("jax", "flaxlm.train.flops"):
+    importlib.import_module(module)
+  _start_runtime(case.framework if case else "flaxlm")
+  baseline_kb = _status_kb("VmRSS")
+  with tempfile.TemporaryDirectory(prefix="flaxlm-bench-") as workdir:
+    step, head_positions = _build_case(case, workdir, job["overrides"]) if case else _peak_probe(job["dtype"])
+    for _ in range(job["warmup"]):
+      step()
+    peak_reset = _reset_peak_rss()
+    print(READY, flush=True)
+    for line in sys.stdin:
+      if line.strip() != "step":
+        break
+      start = time.perf_counter()
+      value = step()
+      print(f"{STEP_PREFIX}{time.perf_counter() - start if case else value}", flush=True)
+    peak_kb = _status_kb("VmHWM")
+  result = {}
+  if case:
+    result = {"flops_per_token": train_flops_per_token(case.model_config(), case.seq_len, head_positions),
+              "head_positions_per_row": head_positions, "peak_memory_mb": (peak_kb - baseline_kb) / 1024,
+              "peak_rss_mb": peak_kb / 1024, "baseline_rss_mb": baseline_kb / 1024,
+              "memory_peak_is_steps_only": peak_reset}
   print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+class WorkerFailed(RuntimeError):
+  """A worker process exited before answering; the message ends with its stderr."""
+
+
+class _Worker:
+  """The parent's handle on one worker process (stderr kept in a file, shown if it fails)."""
+
+  def __init__(self, job: dict, env: dict):
+    self.stderr = tempfile.TemporaryFile(mode="w+", encoding="utf-8")
+    self.proc = subprocess.Popen([sys.executable, "-m", "flaxlm.bench", "--worker", json.dumps(job)],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, text=True,
+                                 env=env)
+
+  def expect(self, prefix: str) -> str:
+    """The rest of the worker's next stdout line that starts with `prefix` (other lines are library chatter)."""
+    for line in self.proc.stdout:
+      if line.startswith(prefix):
+        return line[len(prefix):].strip()
+    self.proc.wait()
+    self.stderr.seek(0)
+    tail = "\n".join(self.stderr.read().strip().splitlines()[-12:])
+    raise WorkerFailed(f"exit status {self.proc.returncode}: {tail}")
+
+  def send(self, command: str) -> None:
+    self.proc.stdin.write(command + "\n")
+    self.proc.stdin.flush()
+
+  def step(self) -> float:
+    """Runs one step in the worker: its wall time in seconds (or, for the peak probe, FLOP/s)."""
+    self.send("step")
+    return float(self.expect(STEP_PREFIX))
+
+  def finish(self) -> dict:
+    """Ends the worker and returns its memory figures."""
+    self.send("finish")
+    result = json.loads(self.expect(RESULT_PREFIX))
+    self.proc.wait()
+    return result
+
+  def kill(self) -> None:
+    if self.proc.poll() is None:
+      self.proc.kill()
+      self.proc.wait()
 
 
 def child_env() -> dict:
@@ -356,29 +401,76 @@ def child_env() -> dict:
   return {**os.environ, "GLIBC_TUNABLES": os.environ.get("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")}
 
 
+def compare(cases: list[Case], steps: int, warmup: int, overrides: dict, env: dict) -> list[dict]:
+  """Times `cases` (one shape, several frameworks) step by step in turn, each in its own warm process.
+
+  Taking turns step by step spreads the machine's other load evenly over the frameworks, so their
+  ratios hold even when absolute figures drift; a pause after each step lets a library's spinning
+  threads fall idle before the next one starts. A matmul-peak probe takes its turn each round too.
+  """
+  results, workers, times = {}, {}, {}
+  dtypes = sorted({c.dtype for c in cases})
+  probes = {}
+  try:
+    for dtype in dtypes:
+      probes[dtype] = _Worker({"kind": "peak", "dtype": dtype, "warmup": 1, "overrides": {}}, env)
+      probes[dtype].expect(READY)
+    for case in cases:
+      _log(f"{case.name} {case.framework}: building and warming up ...")
+      worker = _Worker({"kind": "case", "case": dataclasses.asdict(case), "warmup": warmup,
+                        "overrides": overrides if case.framework == "flaxlm" else {}}, env)
+      try:
+        worker.expect(READY)
+        workers[case], times[case] = worker, []
+      except WorkerFailed as e:
+        results[case] = {"error": str(e)}
+    load_before = os.getloadavg()[0]
+    peaks = {dtype: [] for dtype in dtypes}
+    for round_index in range(steps):
+      for case, worker in list(workers.items()):
+        try:
+          times[case].append(worker.step())
+        except WorkerFailed as e:
+          results[case] = {"error": str(e)}
+          del workers[case]
+        time.sleep(_PAUSE_S)
+      for dtype, probe in probes.items():
+        peaks[dtype].append(probe.step())
+        time.sleep(_PAUSE_S)
+      _log(f"  round {round_index + 1}/{steps}: " + ", ".join(
+          f"{c.framework} {times[c][-1]:.3f} s" for c in workers))
+    load_after = os.getloadavg()[0]
+    for case, worker in workers.items():
+      results[case] = worker.finish()
+      step_time = statistics.median(times[case])
+      tokens_per_sec = case.batch * case.seq_len / step_time
+      peak = max(peaks[case.dtype])
+      results[case].update(
+          tokens_per_sec=tokens_per_sec, step_time_s=step_time, step_time_min_s=min(times[case]),
+          step_time_max_s=max(times[case]), timed_steps=len(times[case]), peak_flops=peak,
+          mfu=mfu(tokens_per_sec, results[case]["flops_per_token"], peak),
+          load_average=[round(load_before, 2), round(load_after, 2)])
+    for probe in probes.values():
+      probe.finish()
+  finally:
+    for worker in [*workers.values(), *probes.values()]:
+      worker.kill()
+  return [{"benchmark": "train_step", "case": c.name, "framework": c.framework, "model": c.size,
+           "seq_len": c.seq_len, "batch": c.batch, "vocab_size": c.vocab_size, "dtype": c.dtype, **results[c],
+           **({"flaxlm_overrides": overrides} if overrides and c.framework == "flaxlm" else {})} for c in cases]
+
+
 def train_step_benchmark(args) -> list[dict]:
   """Every (size, seq_len) case for flaxlm and, with --peers, the peers; ratios added to flaxlm's."""
   env = child_env()
-  frameworks = FRAMEWORKS if args.peers else ("flaxlm",)
-  peaks = {}
+  frameworks = FRAMEWORKS if args.peers else args.frameworks
   results = []
   for size in args.sizes:
     for seq_len in args.seq_lens:
-      for framework in frameworks:
-        dtype = args.dtype if framework != "hf_pytorch" else "float32"
-        case = Case(framework, size, seq_len, args.batch, args.vocab_size, dtype)
-        if dtype not in peaks:
-          _log(f"measuring the {dtype} matmul peak ...")
-          peaks[dtype] = _child({"kind": "peak", "dtype": dtype}, env).get("peak_flops")
-        _log(f"{case.name} {framework} ...")
-        overrides = args.flaxlm if framework == "flaxlm" else {}
-        result = _child({"kind": "case", "case": dataclasses.asdict(case), "steps": args.steps,
-                         "warmup": args.warmup, "overrides": overrides}, env)
-        result = {"benchmark": "train_step", "case": case.name, "framework": framework, **result}
-        if "tokens_per_sec" in result and peaks[dtype]:
-          result["peak_flops"] = peaks[dtype]
-          result["mfu"] = mfu(result["tokens_per_sec"], result["flops_per_token"], peaks[dtype])
-        _log(f"  {_summary(result)}")
+      cases = [Case(fw, size, seq_len, args.batch, args.vocab_size, args.dtype if fw != "hf_pytorch" else "float32")
+               for fw in frameworks]
+      for result in compare(cases, args.steps, args.warmup, args.flaxlm, env):
+        _log(f"{result['case']} {result['framework']}: {_summary(result)}")
         results.append(result)
   return add_ratios(results)
 
@@ -430,12 +522,12 @@ def finetune_summary(records: list[dict], num_steps: int) -> dict:
   evals = [r for r in records if "eval/accuracy" in r]
   if not perf or not evals:
     raise ValueError("the fine-tuning run logged no perf/examples_per_sec or no eval/accuracy; raise --finetune-steps")
-  # Each logged interval's rate weighs by its length, as the total examples over the total time would.
-  intervals = [r["perf/step_time"] * r["perf/examples_per_sec"] for r in perf]
-  seconds = [r["perf/step_time"] for r in perf]
-  return {"examples_per_sec": sum(intervals) / sum(seconds), "tokens_per_sec": statistics.mean(
-              r["perf/tokens_per_sec"] for r in perf), "examples_per_step": examples / num_steps,
-          "dev_accuracy": evals[-1]["eval/accuracy"], "dev_examples": evals[-1]["eval/num_examples"]}
+  # Each logged interval's rate weighs by its length, as the total over the total time would.
+  seconds = sum(r["perf/step_time"] for r in perf)
+  weighted = lambda key: sum(r["perf/step_time"] * r[key] for r in perf) / seconds
+  return {"examples_per_sec": weighted("perf/examples_per_sec"), "tokens_per_sec": weighted("perf/tokens_per_sec"),
+          "examples_per_step": examples / num_steps, "dev_accuracy": evals[-1]["eval/accuracy"],
+          "dev_examples": evals[-1]["eval/num_examples"]}
 
 
 def finetune_benchmark(args) -> list[dict]:
@@ -505,9 +597,11 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("--vocab-size", type=int, default=30522)
   p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                  help="compute dtype of flaxlm and HF Flax (HF PyTorch on CPU stays float32)")
-  p.add_argument("--steps", type=int, default=8, help="timed steps per case (the median is reported)")
+  p.add_argument("--steps", type=int, default=8, help="timed steps per case, taken in turns (the median is reported)")
   p.add_argument("--warmup", type=int, default=2, help="untimed steps first (the first one compiles)")
   p.add_argument("--peers", action="store_true", help="also run HF PyTorch and HF Flax BertForMaskedLM")
+  p.add_argument("--frameworks", type=lambda s: s.split(","), default=["flaxlm"],
+                 help=f"comma-separated, from {FRAMEWORKS} (--peers: all of them)")
   p.add_argument("--flaxlm", type=_override, action="append", default=[], metavar="SECTION.KEY=VALUE",
                  help="a flaxlm config override for its cases, e.g. model.remat=dots (repeatable)")
   p.add_argument("--finetune", action="store_true",
@@ -526,11 +620,14 @@ def main(argv: list[str] | None = None) -> int:
   """Runs the requested benchmark and prints one JSON object per result."""
   args = _parser().parse_args(argv)
   if args.worker:
-    _worker(json.loads(args.worker))
+    _serve(json.loads(args.worker))
     return 0
   unknown = [s for s in args.sizes if s not in SIZES]
   if unknown:
     _parser().error(f"--sizes: unknown {unknown}; choose from {sorted(SIZES)}")
+  unknown = [f for f in args.frameworks if f not in FRAMEWORKS]
+  if unknown:
+    _parser().error(f"--frameworks: unknown {unknown}; choose from {list(FRAMEWORKS)}")
   args.flaxlm = dict(args.flaxlm)
   results = finetune_benchmark(args) if args.finetune else train_step_benchmark(args)
   for result in results:

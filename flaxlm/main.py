@@ -7,6 +7,7 @@ skipped.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -58,6 +59,9 @@ def main(argv) -> None:
   except ConfigError as e:
     sys.exit(f"flaxlm: config error: {e}")
   except (CheckpointError, NonFiniteError) as e:
+    # A failed asynchronous save leaves futures whose errors asyncio would log while the interpreter
+    # exits, after our message; the message already names the error.
+    logging.getLogger("asyncio").disabled = True
     sys.exit(f"flaxlm: {e}")
   except (OSError, ValueError) as e:
     sys.exit(f"flaxlm: {type(e).__name__}: {e}")

@@ -120,11 +120,17 @@ def format_value(value) -> str:
   return str(value)
 
 
-def point_names(grid: list[dict]) -> list[str]:
-  """`key=value,...` per point, keys shortened to their last part where that is unambiguous."""
+def short_keys(grid: list[dict]) -> dict[str, str]:
+  """{config key: its last part, or the whole key where two keys share the last part}, in grid order."""
   keys = list(dict.fromkeys(k for point in grid for k in point))
   last = [k.rsplit(".", 1)[-1] for k in keys]
-  short = {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last)}
+  return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last)}
+
+
+def point_names(grid: list[dict]) -> list[str]:
+  """`key=value,...` per point (keys as `short_keys` gives them)."""
+  short = short_keys(grid)
+  keys = list(short)
   names = []
   for point in grid:
     name = ",".join(f"{short[k]}={format_value(point[k])}" for k in keys if k in point) or "default"
@@ -287,7 +293,7 @@ def final_metrics(records: list[dict]) -> dict:
 
 def results_rows(points: list[Point], statuses: dict[str, int]) -> tuple[list[str], list[dict]]:
   """(columns, rows): each point's values, status, last step and final metrics."""
-  keys = list(dict.fromkeys(k for p in points for k in p.values))
+  short = short_keys([p.values for p in points])
   rows, metric_keys = [], set()
   for point in points:
     final = final_metrics(read_records(point.workdir))
@@ -297,13 +303,13 @@ def results_rows(points: list[Point], statuses: dict[str, int]) -> tuple[list[st
       status = f"failed ({statuses[point.name]})"
     else:
       status = "unfinished"
-    row = {**{k: format_value(point.values[k]) if k in point.values else "" for k in keys}, "status": status,
-           "step": final.pop("step", 0)}
+    row = {**{column: format_value(point.values[k]) if k in point.values else "" for k, column in short.items()},
+           "status": status, "step": final.pop("step", 0)}
     row.update({k: v for k, v in final.items() if k.startswith(("train/", "eval/", "perf/"))})
     metric_keys.update(k for k in final if k.startswith(("train/", "eval/", "perf/")))
     rows.append(row)
   order = lambda k: (not k.startswith("eval/"), not k.startswith("train/"), not k.endswith("/loss"), k)
-  return [*keys, "status", "step", *sorted(metric_keys, key=order)], rows
+  return [*short.values(), "status", "step", *sorted(metric_keys, key=order)], rows
 
 
 def _replace(path: str, write) -> None:

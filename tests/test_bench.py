@@ -60,13 +60,16 @@ def test_host_masking_picks_15_percent_of_inner_tokens():
 def test_finetune_summary_weighs_intervals_by_time():
   records = [
       {"step": 10, "train/num_examples": 90.0},
-      {"step": 20, "train/num_examples": 100.0, "perf/examples_per_sec": 50.0, "perf/step_time": 0.2},
-      {"step": 30, "train/num_examples": 110.0, "perf/examples_per_sec": 100.0, "perf/step_time": 0.1},
+      {"step": 20, "train/num_examples": 100.0, "perf/examples_per_sec": 50.0, "perf/step_time": 0.2,
+       "perf/tokens_per_sec": 600.0},
+      {"step": 30, "train/num_examples": 110.0, "perf/examples_per_sec": 100.0, "perf/step_time": 0.1,
+       "perf/tokens_per_sec": 1500.0},
       {"step": 30, "eval/accuracy": 0.75, "eval/num_examples": 872.0},
   ]
   summary = bench.finetune_summary(records, num_steps=30)
   # Interval totals: 50 x 0.2 = 10 and 100 x 0.1 = 10 examples per step-second, over 0.3 s: 66.7 examples/s.
   assert summary["examples_per_sec"] == pytest.approx(20 / 0.3)
+  assert summary["tokens_per_sec"] == pytest.approx((600 * 0.2 + 1500 * 0.1) / 0.3)  # 900 tokens/s
   assert summary["examples_per_step"] == pytest.approx(300 / 30)
   assert summary["dev_accuracy"] == 0.75 and summary["dev_examples"] == 872
 

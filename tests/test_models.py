@@ -256,7 +256,7 @@ def test_remat_keeps_parameter_names_and_replays_dropout():
       logits = m.apply({"params": p}, ids, seg, pos, np.zeros_like(ids), np.array([[1, 4]], np.int32),
                        deterministic=False, rngs={"dropout": jax.random.PRNGKey(7)})
       return logits.sum()
-    return jax.grad(loss)(params)
+    return jax.jit(jax.grad(loss))(params)
 
   # Dropout masks drawn in the recomputed forward pass are the ones of the first pass.
   for a, b in zip(jax.tree.leaves(grads(model)), jax.tree.leaves(grads(remat_model))):

@@ -1,9 +1,10 @@
-"""Next-sentence and sentence-order prediction: the pairs the pipeline builds, the head, the loss,
-and exact resume; and the untied MLM decoder."""
+"""Next-sentence and sentence-order prediction: the pairs the pipeline builds, their exact resume, the
+head and the loss; and the untied MLM decoder. (A whole NSP run: the ablation_sentence smoke
+variant in test_experiments.py.)"""
 
 import dataclasses
-import shutil
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,8 +13,6 @@ import pytest
 from flaxlm.data import pipeline, sources
 from flaxlm.data.pipeline import DOES_NOT_FOLLOW, FOLLOWS
 from flaxlm.models import BertForMaskedLM, ModelConfig
-from flaxlm.train import loop
-from flaxlm.train.metrics import read_metrics
 
 from test_loop import _config
 from test_models import np_encoder, np_mlm_logits
@@ -75,9 +74,11 @@ def test_pairs_are_the_document_in_order_with_half_of_them_changed(objective, do
         # From a random other document on, through the following ones (wrapping, skipping this one).
         others = " ".join(t for t in texts[doc_index + 1:] + texts[:doc_index] if t)
         assert _words(b) in f" {others} {others} "
-    # Nothing is repeated or reordered; only a lone token left over at a chunk's end is dropped.
+    # Nothing is repeated or reordered; only a few lone tokens (a chunk of one token has no A and
+    # B to split into) are dropped.
     stream = streams[doc_index]
-    assert _is_subsequence(own, stream) and len(stream) - len(own) <= 3, (len(stream), len(own))
+    assert _is_subsequence(own, stream) and len(stream) - len(own) <= max(3, len(stream) // 200), (
+        len(stream), len(own))
   share = labels.count(DOES_NOT_FOLLOW) / len(labels)
   assert len(labels) > 300 and 0.43 < share < 0.57, (len(labels), share)  # 50/50 within ~3 sigma.
 
@@ -115,18 +116,20 @@ def test_pair_stream_resumes_exactly_and_labels_sit_at_cls(objective, docs, tiny
   jax.tree.map(np.testing.assert_array_equal, [next(resumed) for _ in expected], expected)
 
 
-def _params(model, cfg, B=2, L=12, P=3):
+def _params(model, B=2, L=12, P=3):
   z = jnp.zeros((B, L), jnp.int32)
-  params = model.init(jax.random.PRNGKey(0), z, z + 1, z, z, jnp.zeros((B, P), jnp.int32))["params"]
-  params = jax.tree.map(lambda x: x.value if hasattr(x, "value") else x, params, is_leaf=lambda x: hasattr(x, "value"))
-  leaves, tree = jax.tree.flatten(params)
+  params = nn.meta.unbox(jax.jit(model.init)(jax.random.PRNGKey(0), z, z + 1, z, z, jnp.zeros((B, P), jnp.int32)))
+  # Random (not zero) biases and LayerNorm gains so every term of the formula is exercised.
+  leaves, tree = jax.tree.flatten(params["params"])
   keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
   return jax.tree.unflatten(tree, [x + 0.1 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
 
 
 def test_heads_keep_the_default_params_and_add_bert_names():
   cfg = ModelConfig(vocab_size=50, hidden_size=16, num_layers=1, num_heads=2, mlp_dim=24, max_position_embeddings=32)
-  shapes = lambda model: jax.tree.map(lambda x: x.shape, _params(model, model.cfg))
+  z = jnp.zeros((2, 12), jnp.int32)
+  shapes = lambda model: jax.tree.map(lambda x: x.shape, nn.meta.unbox(jax.eval_shape(
+      model.init, jax.random.PRNGKey(0), z, z + 1, z, z, jnp.zeros((2, 3), jnp.int32))["params"]))
   default = shapes(BertForMaskedLM(cfg))
   assert set(default) == {"encoder", "mlm_transform", "mlm_bias"}
   with_head = shapes(BertForMaskedLM(cfg, sentence_head=True))
@@ -141,11 +144,11 @@ def test_sentence_head_and_untied_decoder_match_numpy():
   cfg = ModelConfig(vocab_size=50, hidden_size=16, num_layers=2, num_heads=4, mlp_dim=24, max_position_embeddings=32,
                     dropout_rate=0.0, attention_dropout_rate=0.0, tie_embeddings=False)
   model = BertForMaskedLM(cfg, sentence_head=True)
-  params = _params(model, cfg)
+  params = _params(model)
   ids = np.random.default_rng(1).integers(5, 50, size=(1, 12)).astype(np.int32)
   masked = np.array([[0, 4, 11]], np.int32)
-  mlm_logits, sentence_logits = model.apply({"params": params}, ids, np.ones_like(ids),
-                                            np.arange(12, dtype=np.int32)[None], np.zeros_like(ids), masked)
+  mlm_logits, sentence_logits = jax.jit(model.apply)({"params": params}, ids, np.ones_like(ids),
+                                                     np.arange(12, dtype=np.int32)[None], np.zeros_like(ids), masked)
   p = jax.tree.map(lambda x: np.asarray(x, np.float64), params)
   hidden = np_encoder(ids[0], p["encoder"], cfg)
   pooled = np.tanh(hidden @ p["pooler"]["dense"]["kernel"] + p["pooler"]["dense"]["bias"])
@@ -161,14 +164,13 @@ def test_sentence_head_and_untied_decoder_match_numpy():
 def test_loss_is_mlm_mean_plus_sentence_mean(tiny_config, tiny_tokenizer, docs):
   from flaxlm.tasks.mlm import MlmTask
   task = MlmTask(_config(tiny_config, mlm__sentence_objective="sop"), tiny_tokenizer)
-  batch = next(pipeline.train_batches(docs, tiny_tokenizer, max_seq_len=64, batch_size=4, seed=0, packing_bins=4,
-                                      sentence_objective="sop"))
-  params = jax.tree.map(lambda x: x.value if hasattr(x, "value") else x,
-                        task.init_params(jax.random.PRNGKey(0), task.dummy_batch(1)),
-                        is_leaf=lambda x: hasattr(x, "value"))
-  prepared = task.prepare_batch(batch, jax.random.PRNGKey(1))
-  loss_sum, weight, metrics = task.loss(params, prepared, jax.random.PRNGKey(2), train=False)
-  mlm_logits, sentence_logits = task.model.apply({"params": params}, *task.model_inputs(prepared))
+  batch = jax.tree.map(jnp.asarray, next(pipeline.train_batches(
+      docs, tiny_tokenizer, max_seq_len=64, batch_size=4, seed=0, packing_bins=4, sentence_objective="sop")))
+  params = nn.meta.unbox(jax.jit(task.init_params)(jax.random.PRNGKey(0), task.dummy_batch(1)))
+  prepared = jax.jit(task.prepare_batch)(batch, jax.random.PRNGKey(1))
+  loss_sum, weight, metrics = jax.jit(task.loss, static_argnames="train")(params, prepared, jax.random.PRNGKey(2),
+                                                                           train=False)
+  mlm_logits, sentence_logits = jax.jit(task.model.apply)({"params": params}, *task.model_inputs(prepared))
 
   def mean_nll(logits, targets, weights):
     logits = np.asarray(logits, np.float64)
@@ -188,20 +190,3 @@ def test_loss_is_mlm_mean_plus_sentence_mean(tiny_config, tiny_tokenizer, docs):
   assert summary["loss"] == pytest.approx(mlm + sentence, rel=1e-5)
   correct = (np.argmax(np.asarray(sentence_logits), -1) == labels - 1) * at_cls
   assert summary["sentence_accuracy"] == pytest.approx(correct.sum() / at_cls.sum())
-
-
-def test_nsp_run_reports_sentence_metrics_and_resumes_exactly(tiny_config, tmp_path):
-  """The pairs' randomness comes from (seed, stream position), so a resumed run repeats the straight one."""
-  c = _config(tiny_config, mlm__sentence_objective="nsp")
-  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
-  final = loop.run(c, straight)
-  assert 0.0 <= final["sentence_accuracy"] <= 1.0 and final["loss"] == pytest.approx(
-      final["mlm_loss"] + final["sentence_loss"])
-  assert all("train/sentence_accuracy" in r for r in read_metrics(straight) if "train/loss" in r)
-  loop.run(c, resumed)
-  shutil.rmtree(f"{resumed}/checkpoints/8")  # As if the run died after committing step 4.
-  loop.run(c, resumed)
-  def train(workdir):
-    return [(r["step"], r["train/loss"], r["train/sentence_loss"]) for r in read_metrics(workdir) if "train/loss" in r]
-
-  assert train(resumed) == train(straight)

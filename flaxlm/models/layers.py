@@ -98,16 +98,47 @@ class Embeddings(nn.Module):
     self.token_type = nn.Embed(cfg.type_vocab_size, cfg.hidden_size,
                                embedding_init=dense_init(cfg, (None, "embed")), name="token_type")
     self.norm = layer_norm(cfg, "norm")
-    self.dropout = nn.Dropout(cfg.dropout_rate)
 
   def __call__(self, input_ids_BL, positions_BL, token_type_ids_BL, deterministic: bool):
     x_BLD = self.word(input_ids_BL) + self.position(positions_BL) + self.token_type(token_type_ids_BL)
     x_BLD = self.norm(x_BLD)
-    return self.dropout(x_BLD, deterministic=deterministic).astype(self.cfg.compute_dtype)
+    if not deterministic and self.cfg.dropout_rate > 0.0:
+      x_BLD = dropout(x_BLD, self.cfg.dropout_rate, self.make_rng("dropout"))
+    return x_BLD.astype(self.cfg.compute_dtype)
 
   def attend(self, x_BPD):
     """Logits against the word embeddings: the tied MLM decoder."""
     return self.word.attend(x_BPD.astype(jnp.float32))
+
+
+@jax.custom_vjp
+def gelu(x):
+  """Exact (erf) GELU, as BERT; the backward pass recomputes its slope from x, so only x is kept for it."""
+  return nn.gelu(x, approximate=False)
+
+
+def _gelu_forward(x):
+  return gelu(x), x
+
+
+def _gelu_backward(x, dy):
+  # d/dx [x Phi(x)] = Phi(x) + x phi(x), in float32 whatever the compute dtype.
+  x32 = x.astype(jnp.float32)
+  slope = 0.5 * (1.0 + jax.lax.erf(x32 * 0.5**0.5)) + x32 * jnp.exp(-0.5 * x32 * x32) * (2.0 * jnp.pi) ** -0.5
+  return ((dy.astype(jnp.float32) * slope).astype(x.dtype),)
+
+
+gelu.defvjp(_gelu_forward, _gelu_backward)
+
+
+def dropout(x, rate: float, rng):
+  """Inverted dropout: zero each entry with probability `rate`, scale the rest by 1 / (1 - rate).
+
+  The barrier makes XLA keep the boolean keep-mask (1 byte an entry) for the backward pass rather
+  than the 32-bit random words it was drawn from, which it otherwise stores: a quarter the memory.
+  """
+  keep = jax.lax.optimization_barrier(jax.random.bernoulli(rng, 1.0 - rate, x.shape))
+  return jnp.where(keep, x / jnp.asarray(1.0 - rate, x.dtype), jnp.zeros((), x.dtype))
 
 
 def attention_mask(segment_ids_BL):
@@ -129,8 +160,7 @@ def dot_product_attention(q_BLHK, k_BSHK, v_BSHK, mask_B1LS, dropout_rng=None, d
   scores_BHLS = jnp.where(mask_B1LS, scores_BHLS, jnp.finfo(jnp.float32).min)
   probs_BHLS = jax.nn.softmax(scores_BHLS, axis=-1)
   if dropout_rng is not None and dropout_rate > 0.0:
-    keep_BHLS = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs_BHLS.shape)
-    probs_BHLS = jnp.where(keep_BHLS, probs_BHLS / (1.0 - dropout_rate), 0.0)
+    probs_BHLS = dropout(probs_BHLS, dropout_rate, dropout_rng)
   return jnp.einsum("bhls,bshk->blhk", probs_BHLS.astype(v_BSHK.dtype), v_BSHK)
 
 
@@ -187,7 +217,7 @@ class FeedForward(nn.Module):
   @nn.compact
   def __call__(self, x_BLD):
     cfg = self.cfg
-    h_BLF = nn.gelu(dense(cfg, cfg.mlp_dim, ("embed", "mlp"), "wi")(x_BLD), approximate=False)
+    h_BLF = gelu(dense(cfg, cfg.mlp_dim, ("embed", "mlp"), "wi")(x_BLD))
     h_BLF = nn.with_logical_constraint(h_BLF, ("batch", "length", "mlp"))
     return dense(cfg, cfg.hidden_size, ("mlp", "embed"), "wo")(h_BLF)
 
@@ -202,11 +232,11 @@ class EncoderBlock(nn.Module):
     cfg = self.cfg
     attention = SelfAttention(cfg, name="attention")
     mlp = FeedForward(cfg, name="mlp")
-    dropout = nn.Dropout(cfg.dropout_rate)
     attention_norm, mlp_norm = layer_norm(cfg, "attention_norm"), layer_norm(cfg, "mlp_norm")
 
     def residual(x, y, norm):
-      y = dropout(y, deterministic=deterministic)
+      if not deterministic and cfg.dropout_rate > 0.0:
+        y = dropout(y, cfg.dropout_rate, self.make_rng("dropout"))
       out = norm(x + y) if not cfg.pre_layer_norm else x + y
       return out.astype(cfg.compute_dtype)
 
