@@ -157,7 +157,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.eval_max_batches = 0  # 0: the whole eval split.
   c.train.peak_flops = 0.0  # Per device, for perf/mfu; 0: known accelerator peak, or measured on CPU.
   c.train.progress_bar = True
-  # A step whose loss, gradients or update is not finite is never applied. "halt" then stops the
+  # A step whose loss or gradients are not finite is never applied. "halt" then stops the
   # run (saving the batch for inspection); "skip" counts it (train/skipped_updates) and goes on.
   c.train.nonfinite = "halt"
   # The newest checkpoint fails to load: "fallback" moves it to WORKDIR/damaged_checkpoints/ and

@@ -214,7 +214,7 @@ def test_nonfinite_update_is_not_applied_and_counted(tmp_path):
 def test_nonfinite_halts_by_default_and_skips_on_request(tmp_path):
   path = _stsb(tmp_path, "1e30")
   workdir = str(tmp_path / "halt")
-  with pytest.raises(loop.NonFiniteError, match=r"step (\d+): the loss, gradients or update were not finite"):
+  with pytest.raises(loop.NonFiniteError, match=r"step (\d+): the loss or gradients were not finite"):
     loop.run(_stsb_config(path), workdir)
   dumped = [n for n in os.listdir(workdir) if n.startswith("nonfinite_batch_step")]
   assert len(dumped) == 1

@@ -48,8 +48,8 @@ def make_train_step(task, tx, schedule, grad_accum_steps: int, axis_name: str | 
 
   Masking runs once on the whole batch, so the update equals the unaccumulated one up to float
   rounding whatever grad_accum_steps is; micro-batch i takes rows i, i+A, i+2A, ... so each one
-  stays spread over every data-parallel device. An update whose loss, gradients or own values are
-  not finite is never applied: params and optimizer state keep their values, and the metric
+  stays spread over every data-parallel device. An update whose loss or gradients are not finite
+  is never applied: params and optimizer state keep their values, and the metric
   `skipped_updates` says so (what happens next is the loop's train.nonfinite policy).
 
   Under pmap (`axis_name` set, `replicas` devices) each device holds a slice of the batch: masks
@@ -91,11 +91,17 @@ def make_train_step(task, tx, schedule, grad_accum_steps: int, axis_name: str | 
       loss_sum, weight, metrics, grads = jax.lax.psum((loss_sum, weight, metrics, grads), axis_name)
     grads = jax.tree.map(lambda g: g / jnp.maximum(weight, 1.0), grads)
     grad_norm = optax.tree.norm(grads)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    finite = jnp.isfinite(loss_sum) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.tree.norm(updates))
-    keep_new = lambda new, old: jnp.where(finite, new, old)
-    params = jax.tree.map(keep_new, optax.apply_updates(state.params, updates), state.params)
-    opt_state = jax.tree.map(keep_new, opt_state, state.opt_state)
+    finite = jnp.isfinite(loss_sum) & jnp.isfinite(grad_norm)
+
+    def apply(grads, opt_state, params):
+      updates, opt_state = tx.update(grads, opt_state, params)
+      return optax.apply_updates(params, updates), opt_state
+
+    # Decided from the loss and the gradients (finite gradients give a finite update), and as a
+    # branch rather than a select of old and new values: the update then writes into the donated
+    # buffers, where a select would keep old and new optimizer state alive together.
+    params, opt_state = jax.lax.cond(finite, apply, lambda _, opt_state, params: (params, opt_state),
+                                     grads, state.opt_state, state.params)
     skipped = 1 - finite.astype(jnp.int32)
     metrics = {**metrics, "grad_norm": (grad_norm, jnp.float32(1.0)),
                "learning_rate": (schedule(state.step), jnp.float32(1.0)),
@@ -500,7 +506,7 @@ class _NonFiniteGuard:
     if jax.process_index() == 0:
       np.savez(path, **local_batch)
     raise NonFiniteError(
-        f"step {step}: the loss, gradients or update were not finite, so the update was not applied and the "
+        f"step {step}: the loss or gradients were not finite, so the update was not applied and the "
         f"run stopped (train.nonfinite=halt); the batch is saved in {path}; checkpoints hold only finite "
         "values. Rerun with --config.train.nonfinite=skip to skip such steps, or fix the data or learning rate")
 
