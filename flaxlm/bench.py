@@ -33,6 +33,8 @@ import time
 
 import numpy as np
 
+import flaxlm
+
 SIZES = {
     "bert-small": dict(hidden_size=256, num_layers=4, num_heads=4, mlp_dim=1024),
     "bert-base": dict(hidden_size=768, num_layers=12, num_heads=12, mlp_dim=3072),
@@ -396,11 +398,6 @@ class _Worker:
       self.proc.wait()
 
 
-def child_env() -> dict:
-  """The environment cases run in: this one, with huge pages for malloc as `make` sets (every framework gains)."""
-  return {**os.environ, "GLIBC_TUNABLES": os.environ.get("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")}
-
-
 def compare(cases: list[Case], steps: int, warmup: int, overrides: dict, env: dict) -> list[dict]:
   """Times `cases` (one shape, several frameworks) step by step in turn, each in its own warm process.
 
@@ -462,7 +459,7 @@ def compare(cases: list[Case], steps: int, warmup: int, overrides: dict, env: di
 
 def train_step_benchmark(args) -> list[dict]:
   """Every (size, seq_len) case for flaxlm and, with --peers, the peers; ratios added to flaxlm's."""
-  env = child_env()
+  env = flaxlm.subprocess_env()
   frameworks = FRAMEWORKS if args.peers else args.frameworks
   results = []
   for size in args.sizes:

@@ -34,6 +34,8 @@ import subprocess
 import sys
 import time
 
+import flaxlm
+
 # ----------------------------------------------------------------------------- grids
 
 
@@ -231,7 +233,8 @@ def run_point(point: Point, index: int, total: int, log=print) -> int:
   with open(log_path, "a", encoding="utf-8") as out:
     out.write(f"$ {shlex.join(point.command)}\n")
     out.flush()
-    status = subprocess.run(point.command, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
+    status = subprocess.run(point.command, stdout=out, stderr=subprocess.STDOUT, env=flaxlm.subprocess_env(),
+                            check=False).returncode
   elapsed = time.perf_counter() - start
   if status == 0:
     log(f"[{index}/{total}] {point.name}: done in {elapsed:.0f} s")
