@@ -141,7 +141,8 @@ def hf_outputs(model, batch) -> dict[str, np.ndarray]:
   with torch.no_grad():
     out = model(**inputs, output_hidden_states=True)
   result = {"hidden": out.hidden_states[-1].numpy()}
-  for key in ("logits", "prediction_logits", "start_logits", "end_logits", "pooler_output"):
+  for key in ("logits", "prediction_logits", "seq_relationship_logits", "start_logits", "end_logits",
+              "pooler_output"):
     if getattr(out, key, None) is not None:
       result[key] = out[key].numpy()
   return result
@@ -187,9 +188,13 @@ def flaxlm_outputs(cfg: ModelConfig, params: dict, batch) -> dict[str, np.ndarra
   hidden = np.asarray(BertEncoder(cfg).apply({"params": params["encoder"]}, *args))
   out = {"hidden": hidden}
   if "mlm_transform" in params:
-    out["logits"] = np.asarray(BertForMaskedLM(cfg).apply({"params": params}, *args, batch["positions"]))
+    mlm_params = {k: params[k] for k in ("encoder", "mlm_transform", "mlm_bias")}
+    out["logits"] = np.asarray(BertForMaskedLM(cfg).apply({"params": mlm_params}, *args, batch["positions"]))
   if "pooler" in params:
     out["pooler_output"] = np.asarray(Pooler(cfg).apply({"params": params["pooler"]}, hidden[:, 0]))
+  if "seq_relationship" in params:  # BERT's next-sentence head, on the pooled [CLS] vector.
+    head = params["seq_relationship"]
+    out["seq_relationship_logits"] = out["pooler_output"] @ head["kernel"] + head["bias"]
   if "classifier" in params:
     features = out["pooler_output"] if "pooler" in params else hidden
     out["logits"] = features @ params["classifier"]["kernel"] + params["classifier"]["bias"]
@@ -209,7 +214,7 @@ def max_difference(ours: dict, theirs: dict, batch) -> dict[str, float]:
   for key, value in ours.items():
     if key not in theirs:  # E.g. HF's classifiers do not return their pooled output.
       continue
-    if key == "pooler_output" or (key == "logits" and value.ndim == 2):  # One row per sequence.
+    if key in ("pooler_output", "seq_relationship_logits") or (key == "logits" and value.ndim == 2):  # Per sequence.
       differences[key] = float(np.abs(value - theirs[key]).max())
     else:
       differences[key] = float(np.abs(value - theirs[key])[real].max())
@@ -281,6 +286,7 @@ ARCHITECTURES = ["BertModel", "BertForMaskedLM", "BertForPreTraining", "BertForS
                  "BertForTokenClassification", "BertForQuestionAnswering", "RobertaModel", "RobertaForMaskedLM",
                  "RobertaForSequenceClassification", "RobertaForTokenClassification", "RobertaForQuestionAnswering"]
 EXPECTED_TREE = {"base": {"encoder", "pooler"}, "mlm": {"encoder", "mlm_transform", "mlm_bias"},
+                 "pretraining": {"encoder", "mlm_transform", "mlm_bias", "pooler", "seq_relationship"},
                  "classification": {"encoder", "pooler", "classifier"}, "ner": {"encoder", "classifier"},
                  "qa": {"encoder", "qa_outputs"}}
 
@@ -321,16 +327,15 @@ def test_every_head_by_name_shape_and_numbers_then_export_and_back(architecture,
   ours, theirs = flaxlm_outputs(cfg, params, batch), hf_outputs(model, batch)
   differences = max_difference(ours, theirs, batch)
   print(f"{architecture}: max |flaxlm - HF| {differences}")
-  assert set(differences) == {"base": {"hidden", "pooler_output"}, "qa": {"hidden", "start_logits", "end_logits"}}.get(
-      head, {"hidden", "logits"})
+  assert set(differences) == {"base": {"hidden", "pooler_output"}, "qa": {"hidden", "start_logits", "end_logits"},
+                              "pretraining": {"hidden", "logits", "seq_relationship_logits"}}.get(head, {"hidden", "logits"})
   assert max(differences.values()) < TOLERANCE, differences
 
   # Export: HF loads it with nothing missing or unexpected and computes the same outputs as flaxlm.
   export_to_hf(str(tmp_path / "flaxlm"), str(tmp_path / "exported"), model_type=family.model_type)
-  exported_class = "BertForMaskedLM" if architecture == "BertForPreTraining" else architecture
   with open(tmp_path / "exported" / "config.json", encoding="utf-8") as f:
-    assert json.load(f)["architectures"] == [exported_class]
-  reloaded, info = getattr(transformers, exported_class).from_pretrained(str(tmp_path / "exported"),
+    assert json.load(f)["architectures"] == [architecture]
+  reloaded, info = getattr(transformers, architecture).from_pretrained(str(tmp_path / "exported"),
                                                                          output_loading_info=True)
   assert all(not v for v in info.values()), info
   again = max_difference(ours, hf_outputs(reloaded.eval(), batch), batch)

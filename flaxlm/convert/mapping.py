@@ -12,6 +12,7 @@ Heads and the flaxlm trees they map to (issue 3's task models use the same names
 |------------------|------------------------------|------------------------------------------------|
 | `base`           | `Model`                      | `encoder`, `pooler` (when the checkpoint has one) |
 | `mlm`            | `ForMaskedLM`                | `encoder`, `mlm_transform`, `mlm_bias`         |
+| `pretraining`    | `ForPreTraining` (BERT)      | the `mlm` trees, `pooler`, `seq_relationship` (next-sentence head) |
 | `classification` | `ForSequenceClassification`  | `encoder`, `pooler`, `classifier`              |
 | `ner`            | `ForTokenClassification`     | `encoder`, `classifier`                        |
 | `qa`             | `ForQuestionAnswering`       | `encoder`, `qa_outputs`                        |
@@ -56,15 +57,16 @@ ROBERTA = Family(model_type="roberta", class_prefix="Roberta", base_prefix="robe
                  pooled_classifier=True, has_nsp_head=False)
 FAMILIES = {f.model_type: f for f in (BERT, ROBERTA)}
 
-HEAD_CLASS_SUFFIX = {"base": "Model", "mlm": "ForMaskedLM", "classification": "ForSequenceClassification",
+HEAD_CLASS_SUFFIX = {"base": "Model", "mlm": "ForMaskedLM", "pretraining": "ForPreTraining",
+                     "classification": "ForSequenceClassification",
                      "ner": "ForTokenClassification", "qa": "ForQuestionAnswering"}
 # The flaxlm task each head trains with; a bare encoder is a pretrained (masked-LM) model.
-HEAD_TASK = {"base": "mlm", "mlm": "mlm", "classification": "classification", "ner": "ner", "qa": "qa"}
+HEAD_TASK = {"base": "mlm", "mlm": "mlm", "pretraining": "mlm", "classification": "classification", "ner": "ner",
+             "qa": "qa"}
 
 ARCHITECTURES: dict[str, tuple[Family, str]] = {
-    f.class_prefix + suffix: (f, head) for f in FAMILIES.values() for head, suffix in HEAD_CLASS_SUFFIX.items()}
-# Masked-LM pretraining with next-sentence prediction: flaxlm keeps the masked-LM part.
-ARCHITECTURES["BertForPreTraining"] = (BERT, "mlm")
+    f.class_prefix + suffix: (f, head) for f in FAMILIES.values() for head, suffix in HEAD_CLASS_SUFFIX.items()
+    if head != "pretraining" or f.has_nsp_head}
 
 
 def parse_architecture(name: str) -> tuple[Family, str]:
@@ -168,11 +170,15 @@ def head_rules(cfg: ModelConfig, family: Family, head: str, num_labels: int, wit
   pooler = _linear("pooler/dense", f"{prefix}pooler.dense", d, d)
   if head == "base":
     return pooler if with_pooler else []
-  if head == "mlm":
+  if head in ("mlm", "pretraining"):
     m = family.mlm_head
-    return [*_linear("mlm_transform/dense", f"{m}{family.mlm_transform_dense}", d, d),
-            *_layer_norm("mlm_transform/norm", f"{m}{family.mlm_transform_norm}", d),
-            _copy("mlm_bias", f"{m}bias", (cfg.vocab_size,))]
+    mlm = [*_linear("mlm_transform/dense", f"{m}{family.mlm_transform_dense}", d, d),
+           *_layer_norm("mlm_transform/norm", f"{m}{family.mlm_transform_norm}", d),
+           _copy("mlm_bias", f"{m}bias", (cfg.vocab_size,))]
+    if head == "mlm":
+      return mlm
+    # BERT's next-sentence head: IsNext / NotNext logits from the pooled [CLS] vector.
+    return [*mlm, *pooler, *_linear("seq_relationship", "cls.seq_relationship", d, 2)]
   if head == "classification":
     if family.pooled_classifier:
       # RoBERTa's head is out_proj(tanh(dense(x[CLS]))): at inference the same maths as pooler + classifier.
@@ -241,7 +247,7 @@ def hf_to_flaxlm(state: dict[str, np.ndarray], rules: list[Rule], family: Family
   if missing:
     raise ConversionError(f"the checkpoint lacks {len(missing)} tensor(s) that a {architecture_name(family, head)} "
                           f"needs: {_listed(missing)}")
-  if head == "mlm":
+  if head in ("mlm", "pretraining"):
     _check_tied_decoder(remaining, params, family)
   dropped = sorted(n for n in remaining if n.startswith(droppable(family, head)))
   unexpected = sorted(n for n in remaining if n not in dropped and not n.endswith(_BUFFER_SUFFIXES))

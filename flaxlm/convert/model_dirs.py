@@ -79,6 +79,8 @@ def import_from_hf(hf_dir: str, out_dir: str, architecture: str | None = None) -
     # config.json may say `"hidden_dropout_prob": 0`; the run config's float keys want floats.
     run_config.model[field.name] = float(value) if isinstance(run_config.model[field.name], float) else value
   run_config.task.name = HEAD_TASK[head]
+  if head == "pretraining":
+    run_config.mlm.sentence_objective = "nsp"  # The model has BERT's next-sentence head.
   run_config.task.labels = tuple(labels)
   run_config.tokenizer.lowercase = lowercase
   run_config.data.max_seq_len = min(run_config.data.max_seq_len, cfg.max_position_embeddings)
@@ -97,13 +99,14 @@ def head_of(params: dict) -> str:
   """Which head a flaxlm param tree carries, from its top-level names."""
   names = set(params)
   heads = {frozenset({"encoder", "mlm_transform", "mlm_bias"}): "mlm",
+           frozenset({"encoder", "mlm_transform", "mlm_bias", "pooler", "seq_relationship"}): "pretraining",
            frozenset({"encoder", "pooler", "classifier"}): "classification",
            frozenset({"encoder", "classifier"}): "ner", frozenset({"encoder", "qa_outputs"}): "qa",
            frozenset({"encoder", "pooler"}): "base", frozenset({"encoder"}): "base"}
   if frozenset(names) not in heads:
     raise ConversionError(f"the flaxlm checkpoint's top-level parameters {sorted(names)} match no Hugging Face "
-                          f"model (expected encoder with mlm_transform+mlm_bias, pooler+classifier, classifier, "
-                          f"qa_outputs, or pooler alone)")
+                          f"model (expected encoder with mlm_transform+mlm_bias (+pooler+seq_relationship), "
+                          f"pooler+classifier, classifier, qa_outputs, or pooler alone)")
   return heads[frozenset(names)]
 
 
@@ -140,6 +143,9 @@ def export_to_hf(flaxlm_dir: str, out_dir: str, model_type: str = "bert") -> Con
                           f"{tokenizer.vocab_file} has {tokenizer.vocab_size} tokens")
   params = read_flaxlm_params(flaxlm_dir)
   head = head_of(params)
+  if head == "pretraining" and not family.has_nsp_head:
+    raise ConversionError(f"{flaxlm_dir} has a next-sentence head (seq_relationship), which {model_type} models "
+                          f"do not have; export it as --model-type bert")
   labels = []
   if head in ("classification", "ner"):
     num_labels = np.shape(params["classifier"]["kernel"])[-1]
