@@ -242,6 +242,17 @@ def test_attention_and_remat_options_match_numpy_values_and_gradients(attention_
   assert analytic == pytest.approx(finite_difference, rel=2e-3)
 
 
+def test_gelu_backward_matches_finite_differences_of_the_erf_formula():
+  """The hand-written GELU derivative (kept for memory: only x is saved) against float64 central differences."""
+  from flaxlm.models.layers import gelu
+  x = np.linspace(-6.0, 6.0, 241)
+  h = 1e-5
+  numeric = (np_gelu(x + h) - np_gelu(x - h)) / (2 * h)
+  ours = jax.vmap(jax.grad(gelu))(jnp.asarray(x, jnp.float32))
+  np.testing.assert_allclose(np.asarray(ours), numeric, atol=2e-6)
+  np.testing.assert_allclose(np.asarray(gelu(jnp.asarray(x, jnp.float32))), np_gelu(x), atol=2e-6)
+
+
 def test_remat_keeps_parameter_names_and_replays_dropout():
   base = dict(vocab_size=40, hidden_size=16, num_layers=2, num_heads=2, mlp_dim=32, max_position_embeddings=32)
   model, params = _init(ModelConfig(**base))

@@ -132,12 +132,8 @@ gelu.defvjp(_gelu_forward, _gelu_backward)
 
 
 def dropout(x, rate: float, rng):
-  """Inverted dropout: zero each entry with probability `rate`, scale the rest by 1 / (1 - rate).
-
-  The barrier makes XLA keep the boolean keep-mask (1 byte an entry) for the backward pass rather
-  than the 32-bit random words it was drawn from, which it otherwise stores: a quarter the memory.
-  """
-  keep = jax.lax.optimization_barrier(jax.random.bernoulli(rng, 1.0 - rate, x.shape))
+  """Inverted dropout: zero each entry with probability `rate`, scale the rest by 1 / (1 - rate)."""
+  keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
   return jnp.where(keep, x / jnp.asarray(1.0 - rate, x.dtype), jnp.zeros((), x.dtype))
 
 
