@@ -5,7 +5,7 @@ import setuptools
 setuptools.setup(
     name="flaxlm",
     version="0.1.0",
-    description="BERT-family masked-LM pretraining and fine-tuning in JAX/Flax",
+    description="Transformer LM pretraining and fine-tuning in JAX/Flax: BERT-family MLM, GPT, T5, BART",
     packages=setuptools.find_packages(include=["flaxlm", "flaxlm.*"]),
     python_requires=">=3.11",
     # Minimums, not pins: these are the oldest versions the code was read against.
@@ -26,6 +26,7 @@ setuptools.setup(
         "tensorboardX>=2.6",
         "safetensors>=0.4.0",  # flaxlm.convert reads and writes Hugging Face weights without torch.
         "matplotlib>=3.7",  # flaxlm.sweep draws the train and eval curves of a sweep as PNG.
+        "sacrebleu>=2.3",  # Translation evaluation: BLEU as published results compute it.
     ],
     extras_require={
         "test": [

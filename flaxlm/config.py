@@ -76,16 +76,32 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.num_heads = 4
   c.model.mlp_dim = 1024
   c.model.max_position_embeddings = 512
-  c.model.type_vocab_size = 2
+  c.model.type_vocab_size = 2  # 0: no token-type embedding.
   c.model.dropout_rate = 0.1
   c.model.attention_dropout_rate = 0.1
   c.model.layer_norm_eps = 1e-12
   c.model.initializer_range = 0.02
   c.model.pre_layer_norm = False  # False: post-LN as in BERT; True: pre-LN with a final LayerNorm.
   c.model.dtype = "float32"  # Compute dtype: float32 or bfloat16. Parameters stay float32.
-  c.model.tie_embeddings = True  # MLM decoder tied to the word embeddings; False: its own mlm_decoder kernel.
+  # Output layer (MLM decoder, LM head) tied to the word embeddings; False: its own mlm_decoder / lm_head kernel.
+  c.model.tie_embeddings = True
   c.model.attention_impl = "einsum"  # einsum (with attention dropout), or xla / cudnn: jax.nn.dot_product_attention.
   c.model.remat = "none"  # Recompute encoder blocks in the backward pass: none, block, or dots (keep matmuls).
+  # Generative variants (defaults are BERT's): GPT-2, T5 and BART differ from it only in these.
+  c.model.embedding_norm = True  # Norm after the embedding sum (BERT, BART); False for GPT-2 and T5.
+  c.model.norm_type = "layer"  # layer (LayerNorm) or rms (T5: no mean subtraction, no bias).
+  c.model.use_bias = True  # Biases in attention and feed-forward projections (T5: False).
+  c.model.position_embedding = "learned"  # learned, relative (T5's bucketed attention bias) or none.
+  c.model.relative_buckets = 32  # relative: number of distance buckets ...
+  c.model.relative_max_distance = 128  # ... and the distance from which all share the last bucket.
+  c.model.activation = "gelu"  # Feed-forward: gelu (exact erf), gelu_tanh (GPT-2's gelu_new) or relu.
+  c.model.gated_mlp = False  # T5 v1.1: act(x W_0) * (x W_1), then W_o.
+  c.model.scale_attention = True  # Scores divided by sqrt(head dim); T5: False.
+  c.model.embedding_scale = False  # Word embeddings times sqrt(hidden_size) (BART's scale_embedding).
+  c.model.num_decoder_layers = 0  # Encoder-decoder models; 0: num_layers.
+  c.model.scale_tied_logits = False  # T5: decoder output times hidden_size**-0.5 before the tied output layer.
+  c.model.output_bias = False  # LM heads: a bias on the logits (BART's final_logits_bias).
+  c.model.attention_head_dim = 0  # Head dim; 0: hidden_size // num_heads (T5's d_kv may differ).
 
   c.data = ml_collections.ConfigDict()
   # python_docs: the embedded corpus (pydoc topics + stdlib docstrings, ships with Python).
@@ -112,9 +128,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.pack_examples = True  # Fine-tuning: pack short examples into shared rows instead of padding each.
 
   c.tokenizer = ml_collections.ConfigDict()
-  c.tokenizer.vocab_file = ""  # An existing BERT vocab.txt; empty: train a WordPiece vocab.
+  c.tokenizer.vocab_file = ""  # An existing BERT vocab.txt or tokenizer.json; empty: train one (tokenizer.kind).
+  # What to train: wordpiece (BERT's vocab.txt) or bytelevel_bpe (GPT-2/RoBERTa style tokenizer.json: every
+  # text round-trips exactly, which generation and BLEU need).
+  c.tokenizer.kind = "wordpiece"
   c.tokenizer.vocab_size = 8192  # Size of a trained vocab.
-  c.tokenizer.lowercase = True
+  c.tokenizer.lowercase = True  # WordPiece only; a byte-level BPE keeps the text as it is.
+  c.tokenizer.num_sentinels = 0  # Byte-level BPE: T5 span-corruption sentinels <extra_id_0>, ... to add.
   c.tokenizer.train_max_documents = 200_000
 
   c.mlm = ml_collections.ConfigDict()
@@ -126,6 +146,36 @@ def base_config() -> ml_collections.ConfigDict:
   # none, nsp (BERT's next-sentence prediction) or sop (ALBERT's sentence-order prediction): rows
   # then hold [CLS] A [SEP] B [SEP] pairs and a pooled 2-way head adds its loss to the MLM loss.
   c.mlm.sentence_objective = "none"
+
+  # Encoder-decoder objectives (task.name = seq2seq).
+  c.seq2seq = ml_collections.ConfigDict()
+  # translation (pairs from data.train_file / eval_file), span_corruption (T5) or text_infilling (BART) on
+  # the documents of data.source.
+  c.seq2seq.objective = "translation"
+  c.seq2seq.source_lang = "de"  # translation: reads PREFIX.de and PREFIX.en for data.train_file=PREFIX.
+  c.seq2seq.target_lang = "en"
+  c.seq2seq.max_target_len = 64  # Decoder tokens per row (the encoder takes data.max_seq_len).
+  # The token the decoder starts from; empty: bos (<s>). Imported models keep theirs (T5 <pad>, BART </s>).
+  c.seq2seq.decoder_start_token = ""
+  c.seq2seq.label_smoothing = 0.0
+  c.seq2seq.noise_density = 0.15  # span_corruption: share of tokens in noise spans ...
+  c.seq2seq.mean_span_length = 3.0  # ... and their mean length.
+  c.seq2seq.mask_ratio = 0.3  # text_infilling: share of tokens masked, in spans of Poisson(lambda) length.
+  c.seq2seq.poisson_lambda = 3.0
+  c.seq2seq.permute_sentences = False  # text_infilling: shuffle a document's lines first (BART).
+  c.seq2seq.eval_bleu = True  # translation: decode the eval set and report sacreBLEU (eval/bleu).
+  c.seq2seq.eval_max_examples = 0  # Examples decoded for BLEU; 0: all.
+
+  # Decoding, for generation after training, `flaxlm.generate` defaults and BLEU evaluation.
+  c.generate = ml_collections.ConfigDict()
+  c.generate.prompts = ()  # Causal LM: texts continued after training (seq2seq: sources translated).
+  c.generate.method = "greedy"  # greedy, sample or beam.
+  c.generate.max_new_tokens = 64
+  c.generate.temperature = 1.0  # sample: logits / temperature, then top-k, then top-p (nucleus).
+  c.generate.top_k = 0  # 0: off.
+  c.generate.top_p = 1.0  # 1.0: off.
+  c.generate.num_beams = 4  # beam.
+  c.generate.length_penalty = 1.0  # beam: log-probability / generated length ** length_penalty.
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "adamw"  # adamw or lamb.
@@ -187,7 +237,10 @@ def base_config() -> ml_collections.ConfigDict:
 
 # Architecture keys a fine-tuning run takes from its init_from model (its own values are ignored).
 ARCHITECTURE_KEYS = ("vocab_size", "hidden_size", "num_layers", "num_heads", "mlp_dim", "max_position_embeddings",
-                     "type_vocab_size", "layer_norm_eps", "pre_layer_norm")
+                     "type_vocab_size", "layer_norm_eps", "pre_layer_norm", "tie_embeddings", "embedding_norm",
+                     "norm_type", "use_bias", "position_embedding", "relative_buckets", "relative_max_distance",
+                     "activation", "gated_mlp", "scale_attention", "embedding_scale", "num_decoder_layers",
+                     "scale_tied_logits", "output_bias", "attention_head_dim")
 
 _DTYPES = ("float32", "bfloat16")
 _SOURCES = ("python_docs", "text_files", "tfds")
@@ -203,13 +256,26 @@ def validate(c: ml_collections.ConfigDict) -> None:
   m, d, t, o, mlm = c.model, c.data, c.train, c.optimizer, c.mlm
   from flaxlm import tasks  # Late import: tasks import models, which read configs.
   from flaxlm.data.pipeline import SENTENCE_OBJECTIVES
-  from flaxlm.models.layers import ATTENTION_IMPLS, REMAT_POLICIES
+  from flaxlm.data.tokenizer import TOKENIZER_KINDS
+  from flaxlm.models.layers import ACTIVATIONS, ATTENTION_IMPLS, NORM_TYPES, POSITION_EMBEDDINGS, REMAT_POLICIES
   _need(c.task.name in tasks.TASKS, "task.name", f"{c.task.name!r} is not one of {sorted(tasks.TASKS)}")
   tasks.TASKS[c.task.name].validate_config(c, _need)
   for key in ("hidden_size", "num_layers", "num_heads", "mlp_dim", "max_position_embeddings"):
     _need(m[key] > 0, f"model.{key}", f"must be positive, got {m[key]}")
-  _need(m.hidden_size % m.num_heads == 0, "model.num_heads",
-        f"hidden_size {m.hidden_size} is not divisible by num_heads {m.num_heads}")
+  _need(m.attention_head_dim > 0 or m.hidden_size % m.num_heads == 0, "model.num_heads",
+        f"hidden_size {m.hidden_size} is not divisible by num_heads {m.num_heads} (or set model.attention_head_dim)")
+  for key in ("type_vocab_size", "num_decoder_layers", "attention_head_dim"):
+    _need(m[key] >= 0, f"model.{key}", f"must be >= 0, got {m[key]}")
+  for key, allowed in (("norm_type", NORM_TYPES), ("position_embedding", POSITION_EMBEDDINGS),
+                       ("activation", ACTIVATIONS)):
+    _need(m[key] in allowed, f"model.{key}", f"{m[key]!r} is not one of {allowed}")
+  if m.position_embedding == "relative":
+    _need(m.relative_buckets >= 4 and m.relative_buckets % 2 == 0, "model.relative_buckets",
+          f"must be an even number >= 4 (half per direction in an encoder), got {m.relative_buckets}")
+    _need(m.relative_max_distance > m.relative_buckets // 2, "model.relative_max_distance",
+          f"must exceed relative_buckets // 2 = {m.relative_buckets // 2}, got {m.relative_max_distance}")
+  _need(m.tie_embeddings or not m.scale_tied_logits, "model.scale_tied_logits",
+        "scales the tied output layer's input; it needs model.tie_embeddings=True")
   _need(m.dtype in _DTYPES, "model.dtype", f"{m.dtype!r} is not one of {_DTYPES}")
   _need(m.attention_impl in ATTENTION_IMPLS, "model.attention_impl",
         f"{m.attention_impl!r} is not one of {ATTENTION_IMPLS}")
@@ -236,6 +302,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
   else:
     _need(c.tokenizer.vocab_size >= 128, "tokenizer.vocab_size",
           f"must be at least 128, got {c.tokenizer.vocab_size}")
+    _need(c.tokenizer.kind in TOKENIZER_KINDS, "tokenizer.kind",
+          f"{c.tokenizer.kind!r} is not one of {TOKENIZER_KINDS}")
+    _need(c.tokenizer.num_sentinels == 0 or c.tokenizer.kind == "bytelevel_bpe", "tokenizer.num_sentinels",
+          f"sentinels are added to a trained bytelevel_bpe vocab, not to {c.tokenizer.kind!r}")
   _need(0.0 < mlm.mask_rate < 1.0, "mlm.mask_rate", f"must be in (0, 1), got {mlm.mask_rate}")
   _need(mlm.mask_token_prob >= 0 and mlm.random_token_prob >= 0
         and mlm.mask_token_prob + mlm.random_token_prob <= 1.0 + 1e-9,
@@ -249,6 +319,13 @@ def validate(c: ml_collections.ConfigDict) -> None:
   if mlm.max_predictions_per_seq is not None:
     _need(0 < mlm.max_predictions_per_seq <= d.max_seq_len, "mlm.max_predictions_per_seq",
           f"must be in [1, max_seq_len={d.max_seq_len}], got {mlm.max_predictions_per_seq}")
+  g = c.generate
+  _need(g.method in ("greedy", "sample", "beam"), "generate.method", f"{g.method!r} is not greedy, sample or beam")
+  _need(g.max_new_tokens > 0, "generate.max_new_tokens", f"must be positive, got {g.max_new_tokens}")
+  _need(g.temperature > 0, "generate.temperature", f"must be positive, got {g.temperature}")
+  _need(g.top_k >= 0, "generate.top_k", f"must be >= 0, got {g.top_k}")
+  _need(0.0 < g.top_p <= 1.0, "generate.top_p", f"must be in (0, 1], got {g.top_p}")
+  _need(g.num_beams >= 1, "generate.num_beams", f"must be at least 1, got {g.num_beams}")
   _need(o.name in ("adamw", "lamb"), "optimizer.name", f"{o.name!r} is not adamw or lamb")
   _need(o.decay in ("linear", "cosine", "constant"), "optimizer.decay",
         f"{o.decay!r} is not linear, cosine or constant")
@@ -298,12 +375,13 @@ def with_pretrained_model(c: ml_collections.ConfigDict) -> ml_collections.Config
 
 # Keys that define what a checkpoint is a checkpoint of: resuming with other values is refused
 # (unless train.allow_changed_keys lists them). A key ending in "." covers its whole section.
-RESUME_IDENTITY_KEYS = ("seed", "model.", "mlm.", "tokenizer.", "task.", "train.batch_size",
+RESUME_IDENTITY_KEYS = ("seed", "model.", "mlm.", "seq2seq.", "tokenizer.", "task.", "train.batch_size",
                         "train.per_device_batch_size", "optimizer.name", "data.shards",
                         "data.source", "data.files", "data.tfds_name", "data.train_split", "data.train_file",
                         "data.max_seq_len", "data.pack_examples", "data.packing_bins")
 # Within those sections, keys that change no shape and no data: free to change on resume.
-RESUME_FREE_KEYS = ("model.dtype", "model.dropout_rate", "model.attention_dropout_rate", "task.fill_mask_examples")
+RESUME_FREE_KEYS = ("model.dtype", "model.dropout_rate", "model.attention_dropout_rate", "task.fill_mask_examples",
+                    "seq2seq.eval_bleu", "seq2seq.eval_max_examples")
 
 
 def _flat(values: dict, prefix: str = "") -> dict:

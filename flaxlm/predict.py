@@ -6,11 +6,12 @@ a masked-LM run, the top candidates for each [MASK] with their probabilities.
 
 from __future__ import annotations
 
-import os
 import sys
 
 from absl import app, flags
 from absl import logging as absl_logging
+
+from flaxlm.train.trained import load_trained
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A flaxlm run directory (holds config.json and checkpoints).")
 _TEXT = flags.DEFINE_multi_string("text", [], "Input text; repeat the flag for several.")
@@ -19,32 +20,6 @@ _PAIR = flags.DEFINE_multi_string("text_pair", [], "Second text of a sentence pa
 _CONTEXT = flags.DEFINE_multi_string("context", [], "QA: the context of each --text question.")
 _TOP_K = flags.DEFINE_integer("top_k", 5, "Candidates to show per prediction.")
 flags.mark_flag_as_required("workdir")
-
-
-def load_trained(workdir: str):
-  """(config, task, params): the best checkpoint of `workdir` when it keeps one, else the newest."""
-  import jax
-
-  from flaxlm import config as config_lib
-  from flaxlm.train.checkpoint import load_params
-  from flaxlm.train.loop import Run
-
-  config_path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(config_path):
-    raise FileNotFoundError(f"{config_path} not found: is {workdir} a flaxlm workdir?")
-  with open(config_path, encoding="utf-8") as f:
-    config = config_lib.from_json(f.read())
-  config.unlock()
-  config.mesh.data, config.mesh.fsdp, config.mesh.tensor = -1, 1, 1  # Inference needs no model parallelism.
-  config.init_from = ""  # The workdir's own checkpoints hold every parameter.
-  config.lock()
-  run = Run(config, workdir)
-  best = os.path.join(workdir, "best")
-  source = best if os.path.isdir(os.path.join(best, "checkpoints")) else workdir
-  params = load_params(source, run.abstract_state.params)
-  print(f"flaxlm.predict: {'best checkpoint' if source == best else 'newest checkpoint'} of {workdir}",
-        file=sys.stderr)
-  return config, run.task, jax.device_get(params)
 
 
 def main(argv) -> None:

@@ -130,3 +130,30 @@ def data_dir(args: dict[str, str], shared_name: str) -> str:
   if "smoke" in args:
     return os.path.join(SHARED_DATA, shared_name)
   return ""
+
+
+# The block designs of the generative families, as model-config changes on the same modules.
+FAMILY_MODELS = {
+    # GPT-2 (Radford et al., 2019): pre-LN blocks with a final LayerNorm, learned positions, tanh GELU, tied head.
+    "gpt2": dict(pre_layer_norm=True, embedding_norm=False, type_vocab_size=0, activation="gelu_tanh",
+                 layer_norm_eps=1e-5, tie_embeddings=True),
+    # T5 v1.0 (Raffel et al., 2020): pre-LN with RMS norm and no biases, bucketed relative position biases,
+    # unscaled attention, ReLU feed-forward, tied head scaled by hidden_size ** -0.5.
+    "t5": dict(pre_layer_norm=True, norm_type="rms", use_bias=False, position_embedding="relative",
+               embedding_norm=False, type_vocab_size=0, scale_attention=False, activation="relu",
+               tie_embeddings=True, scale_tied_logits=True, layer_norm_eps=1e-6),
+    # BART (Lewis et al., 2020): post-LN with a LayerNorm on the embeddings, learned positions, GELU, tied head.
+    "bart": dict(pre_layer_norm=False, embedding_norm=True, type_vocab_size=0, activation="gelu",
+                 layer_norm_eps=1e-5, tie_embeddings=True),
+}
+
+
+def generative_base(family: str, task: str):
+  """A base config for a causal-LM (`gpt2`) or encoder-decoder (`t5`, `bart`) run with a trained byte-level
+  BPE; the experiment sets the sizes, data and schedule."""
+  c = config_lib.base_config()
+  c.task.name = task
+  c.model.update(**FAMILY_MODELS[family])
+  c.tokenizer.update(kind="bytelevel_bpe", lowercase=False)
+  c.optimizer.update(name="adamw", b2=0.98, eps=1e-9, weight_decay=0.01, decay="cosine")
+  return c

@@ -84,3 +84,49 @@ def test_cached_vocab_trains_once(tmp_path):
   b = cached_vocab(texts, "corpus-1", 150, True, str(tmp_path))
   c = cached_vocab(texts, "corpus-2", 150, True, str(tmp_path))
   assert a == b != c and len(calls) == 2
+
+
+# ----------------------------------------------------------------------------- byte-level BPE
+
+
+def test_bytelevel_bpe_round_trips_real_text_exactly(tmp_path):
+  import os
+  from conftest import SHARED_DATA
+  from flaxlm.data.tokenizer import train_bytelevel_bpe
+  pairs = [os.path.join(SHARED_DATA, "multi30k", f"val.{lang}") for lang in ("de", "en")]
+  if not all(os.path.isfile(p) for p in pairs):
+    pytest.skip("needs ../shared/data/multi30k")
+  lines = [line.rstrip("\n") for p in pairs for line in open(p, encoding="utf-8")]
+  path = train_bytelevel_bpe(lines, 600, str(tmp_path / "bpe.json"), num_sentinels=3)
+  tok = Tokenizer(path)
+  # RoBERTa's five roles first, then the sentinels, as T5 names them.
+  assert tok.vocab[:8] == ["<pad>", "<unk>", "<s>", "</s>", "<mask>", "<extra_id_0>", "<extra_id_1>", "<extra_id_2>"]
+  assert (tok.pad_id, tok.unk_id, tok.bos_id, tok.eos_id, tok.mask_id, tok.sentinel_ids) == (0, 1, 2, 3, 4, [5, 6, 7])
+  assert tok.vocab_size == 600
+  # Bytes: umlauts, punctuation, double spaces and newlines all come back exactly.
+  for text in [*lines[:200], "Zwei  Männer\nstehen am Herd.", "ÄÖÜ äöü ß — “quoted” 3.5 t-shirt"]:
+    assert tok.decode(tok.encode(text)) == text
+  # A sentinel or mask written in the text is one token that takes the space before it (RoBERTa's <mask>).
+  assert tok.tokens(tok.encode("a <extra_id_1> b")) == ["a", "<extra_id_1>", "Ġb"]
+  masked = tok.tokens(tok.encode("the <mask> sat"))
+  assert masked.count("<mask>") == 1 and masked[masked.index("<mask>") - 1] != "Ġ"
+  # The same texts give the same file, so cached vocabs and their ids are reproducible.
+  again = train_bytelevel_bpe(lines, 600, str(tmp_path / "bpe2.json"), num_sentinels=3)
+  assert open(path, encoding="utf-8").read() == open(again, encoding="utf-8").read()
+
+
+def test_tokenizer_json_with_partial_roles(tmp_path):
+  """GPT-2 names one <|endoftext|> (bos and eos) and no pad/mask; a task needing a missing role says which."""
+  import tokenizers
+  from tokenizers import models, pre_tokenizers
+  vocab = {"<|endoftext|>": 0, "a": 1, "b": 2, "Ġ": 3}
+  tk = tokenizers.Tokenizer(models.BPE(vocab=vocab, merges=[]))
+  tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tk.add_special_tokens(["<|endoftext|>"])
+  path = str(tmp_path / "tokenizer.json")
+  tk.save(path)
+  tok = Tokenizer(path)
+  assert (tok.bos_id, tok.eos_id, tok.mask_id, tok.sentinel_ids) == (0, 0, None, [])
+  tok.require(("cls", "sep"), "causal language modelling")
+  with pytest.raises(ValueError, match=r"text infilling needs the mask token\(s\), which .*tokenizer.json"):
+    tok.require(("mask",), "text infilling")

@@ -1,7 +1,7 @@
-"""Import and export of Hugging Face BERT-family checkpoints.
+"""Import and export of Hugging Face BERT-family checkpoints; import of GPT-2, T5 and BART.
 
     python -m flaxlm.convert --from-hf DIR --to OUT          # Hugging Face -> flaxlm model directory
-    python -m flaxlm.convert --from-flaxlm W --to-hf OUT     # flaxlm workdir/model -> Hugging Face
+    python -m flaxlm.convert --from-flaxlm W --to-hf OUT     # flaxlm workdir/model -> Hugging Face (BERT, RoBERTa)
 
 `mapping` holds the tensor-by-tensor correspondence (pure, no files), `hf_files` the Hugging Face
 config, weight and tokenizer files, `model_dirs` the whole-directory conversions.

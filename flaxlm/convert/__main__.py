@@ -9,13 +9,14 @@ import sys
 def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="python -m flaxlm.convert",
-      description="Convert between Hugging Face BERT/RoBERTa checkpoints and flaxlm model directories.")
+      description="Convert between Hugging Face BERT/RoBERTa checkpoints and flaxlm model directories; import "
+                  "GPT2LMHeadModel, T5ForConditionalGeneration and BartForConditionalGeneration checkpoints.")
   source = parser.add_mutually_exclusive_group(required=True)
   source.add_argument("--from-hf", metavar="DIR",
                       help="a Hugging Face checkpoint: config.json, model.safetensors or pytorch_model.bin, "
-                           "vocab.txt or tokenizer.json")
+                           "vocab.txt or tokenizer.json (optional for GPT-2, T5 and BART)")
   source.add_argument("--from-flaxlm", metavar="W", help="a flaxlm training workdir or model directory")
-  parser.add_argument("--to", metavar="OUT", help="with --from-hf: the flaxlm model directory to create")
+  parser.add_argument("--to", "--out", dest="to", metavar="OUT", help="with --from-hf: the flaxlm model directory to create")
   parser.add_argument("--to-hf", metavar="OUT", help="with --from-flaxlm: the Hugging Face directory to create")
   parser.add_argument("--architecture", metavar="CLASS",
                       help="with --from-hf: the class to read the checkpoint as, instead of config.json's "

@@ -12,7 +12,7 @@ import shutil
 
 import numpy as np
 
-from flaxlm.convert.mapping import ROBERTA, ConversionError, Family
+from flaxlm.convert.mapping import BART, GPT2, ROBERTA, ConversionError, Family
 from flaxlm.data.tokenizer import Tokenizer
 from flaxlm.models import ModelConfig
 
@@ -92,6 +92,106 @@ def model_config_from_hf(hf: dict, family: Family) -> tuple[ModelConfig, int]:
     raise ConversionError(f"config.json max_position_embeddings {hf['max_position_embeddings']} leaves no "
                           f"positions after RoBERTa's offset of {offset} (pad_token_id + 1)")
   return cfg, offset
+
+
+# Hugging Face activation names -> flaxlm's `activation`.
+_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
+# Each generative config class's defaults, for keys an older config.json leaves out.
+_GENERATIVE_DEFAULTS = {
+    "gpt2": {"n_positions": 1024, "n_inner": None, "activation_function": "gelu_new", "resid_pdrop": 0.1,
+             "attn_pdrop": 0.1, "layer_norm_epsilon": 1e-5, "initializer_range": 0.02, "scale_attn_weights": True},
+    "bart": {"max_position_embeddings": 1024, "activation_function": "gelu", "dropout": 0.1, "attention_dropout": 0.0,
+             "init_std": 0.02, "scale_embedding": False},
+    "t5": {"d_kv": 64, "d_ff": 2048, "num_decoder_layers": None, "relative_attention_num_buckets": 32,
+           "relative_attention_max_distance": 128, "dropout_rate": 0.1, "layer_norm_epsilon": 1e-6,
+           "feed_forward_proj": "relu"},
+}
+# Options of these classes that flaxlm has no equivalent for: config.json key -> the only value flaxlm runs.
+_GENERATIVE_FIXED = {
+    "gpt2": {"add_cross_attention": False, "scale_attn_by_inverse_layer_idx": False, "is_encoder_decoder": False},
+    # Older BART configs spell out the post-LN layout; mBART-style variants change it.
+    "bart": {"normalize_before": False, "add_final_layer_norm": False, "normalize_embedding": True,
+             "static_position_embeddings": False, "add_bias_logits": False},
+    "t5": {"is_decoder": False},
+}
+
+
+def generative_config_from_hf(hf: dict, family: Family) -> ModelConfig:
+  """The flaxlm ModelConfig of a GPT-2, T5 or BART config.json, refusing options flaxlm cannot run (the error
+  names the config.json key)."""
+  if hf.get("model_type", family.model_type) != family.model_type:
+    raise ConversionError(f"config.json model_type {hf['model_type']!r} does not match its architecture "
+                          f"(a {family.model_type} model)")
+  defaults = _GENERATIVE_DEFAULTS[family.model_type]
+
+  def value(key):
+    if key in hf:
+      return hf[key]
+    if key in defaults:
+      return defaults[key]
+    raise ConversionError(f"config.json lacks {key!r}")
+
+  for key, allowed in _GENERATIVE_FIXED[family.model_type].items():
+    if key in hf and hf[key] is not None and hf[key] != allowed:
+      raise ConversionError(f"config.json {key}={json.dumps(hf[key])}: flaxlm's {family.model_type} model needs "
+                            f"{json.dumps(allowed)}")
+
+  def activation(key, name):
+    if name not in _ACTIVATIONS:
+      raise ConversionError(f"config.json {key}={name!r}: flaxlm has {sorted(_ACTIVATIONS)}")
+    return _ACTIVATIONS[name]
+
+  tie = bool(hf.get("tie_word_embeddings", True))
+  if family is GPT2:
+    d, heads = value("n_embd"), value("n_head")
+    if d % heads:
+      raise ConversionError(f"config.json n_embd {d} is not divisible by n_head {heads}")
+    return ModelConfig(
+        vocab_size=value("vocab_size"), hidden_size=d, num_layers=value("n_layer"), num_heads=heads,
+        mlp_dim=value("n_inner") or 4 * d, max_position_embeddings=value("n_positions"), type_vocab_size=0,
+        dropout_rate=value("resid_pdrop"), attention_dropout_rate=value("attn_pdrop"),
+        layer_norm_eps=value("layer_norm_epsilon"), initializer_range=value("initializer_range"),
+        pre_layer_norm=True, tie_embeddings=tie, embedding_norm=False,
+        activation=activation("activation_function", value("activation_function")),
+        scale_attention=bool(value("scale_attn_weights")))
+  if family is BART:
+    d, heads = value("d_model"), value("encoder_attention_heads")
+    for encoder_key, decoder_key in (("encoder_attention_heads", "decoder_attention_heads"),
+                                     ("encoder_ffn_dim", "decoder_ffn_dim")):
+      if value(decoder_key) != value(encoder_key):
+        raise ConversionError(f"config.json {decoder_key}={value(decoder_key)} differs from {encoder_key}="
+                              f"{value(encoder_key)}: flaxlm's encoder and decoder layers have the same shape")
+    if d % heads:
+      raise ConversionError(f"config.json d_model {d} is not divisible by encoder_attention_heads {heads}")
+    return ModelConfig(
+        vocab_size=value("vocab_size"), hidden_size=d, num_layers=value("encoder_layers"),
+        num_decoder_layers=value("decoder_layers"), num_heads=heads, mlp_dim=value("encoder_ffn_dim"),
+        max_position_embeddings=value("max_position_embeddings"), type_vocab_size=0, dropout_rate=value("dropout"),
+        attention_dropout_rate=value("attention_dropout"), layer_norm_eps=1e-5,  # BART's LayerNorms: torch's default.
+        initializer_range=value("init_std"), pre_layer_norm=False, tie_embeddings=tie,
+        activation=activation("activation_function", value("activation_function")),
+        embedding_scale=bool(value("scale_embedding")), output_bias=True)
+  # T5: "gated-gelu" means the tanh GELU (as transformers reads it); otherwise [gated-]ACTIVATION.
+  projection = value("feed_forward_proj")
+  parts = projection.split("-")
+  if len(parts) > 2 or (len(parts) == 2 and parts[0] != "gated"):
+    raise ConversionError(f"config.json feed_forward_proj={projection!r}: expected ACTIVATION or gated-ACTIVATION")
+  name = "gelu_new" if projection == "gated-gelu" else parts[-1]
+  if name not in _ACTIVATIONS:
+    raise ConversionError(f"config.json feed_forward_proj={projection!r}: flaxlm has the activations "
+                          f"{sorted(_ACTIVATIONS)}")
+  d, heads, d_kv = value("d_model"), value("num_heads"), value("d_kv")
+  return ModelConfig(
+      vocab_size=value("vocab_size"), hidden_size=d, num_layers=value("num_layers"),
+      num_decoder_layers=value("num_decoder_layers") or value("num_layers"), num_heads=heads, mlp_dim=value("d_ff"),
+      max_position_embeddings=hf.get("n_positions", 512),  # No table: the length data.max_seq_len is checked against.
+      type_vocab_size=0, dropout_rate=value("dropout_rate"), attention_dropout_rate=value("dropout_rate"),
+      layer_norm_eps=value("layer_norm_epsilon"), pre_layer_norm=True, tie_embeddings=tie, embedding_norm=False,
+      norm_type="rms", use_bias=False,
+      position_embedding="relative", relative_buckets=value("relative_attention_num_buckets"),
+      relative_max_distance=value("relative_attention_max_distance"), activation=_ACTIVATIONS[name],
+      gated_mlp=len(parts) == 2, scale_attention=False, scale_tied_logits=tie,
+      attention_head_dim=0 if d_kv * heads == d else d_kv)
 
 
 def hf_labels(hf: dict) -> list[str]:

@@ -15,8 +15,8 @@ import orbax.checkpoint as ocp
 
 from flaxlm import config as config_lib
 from flaxlm.convert import hf_files
-from flaxlm.convert.mapping import (FAMILIES, HEAD_TASK, ConversionError, all_rules, architecture_name,
-                                    flaxlm_to_hf, hf_to_flaxlm, parse_architecture)
+from flaxlm.convert.mapping import (FAMILIES, GENERATIVE_HEADS, HEAD_TASK, ConversionError, all_rules,
+                                    architecture_name, flaxlm_to_hf, hf_to_flaxlm, parse_architecture, tied_copies)
 from flaxlm.data.tokenizer import Tokenizer
 from flaxlm.models import ModelConfig
 from flaxlm.train.checkpoint import load_params, params_metadata, save_params
@@ -56,6 +56,8 @@ def import_from_hf(hf_dir: str, out_dir: str, architecture: str | None = None) -
                             f"(e.g. BertForMaskedLM)")
     architecture = names[0]
   family, head = parse_architecture(architecture)
+  if head in GENERATIVE_HEADS:
+    return _import_generative(hf_dir, out_dir, hf, architecture, family, head)
   cfg, offset = hf_files.model_config_from_hf(hf, family)
   tokenizer_file = hf_files.find_tokenizer_file(hf_dir)
   lowercase = hf_files.hf_lowercase(hf_dir, tokenizer_file)
@@ -73,23 +75,75 @@ def import_from_hf(hf_dir: str, out_dir: str, architecture: str | None = None) -
     raise ConversionError(f"{weights_file}: {e}") from None
 
   _fresh_output_dir(out_dir)
+  run_config = _run_config(cfg, head)
+  if head == "pretraining":
+    run_config.mlm.sentence_objective = "nsp"  # The model has BERT's next-sentence head.
+  run_config.task.labels = tuple(labels)
+  run_config.tokenizer.lowercase = lowercase
+  _write_config(out_dir, run_config)
+  hf_files.copy_tokenizer(tokenizer_file, out_dir)
+  save_params(out_dir, params)
+  notes = () if head != "base" or with_pooler else ("the checkpoint has no pooler; the flaxlm model has none either",)
+  return Converted(architecture, run_config.task.name, cfg, _count(params), tuple(dropped), notes)
+
+
+def _run_config(cfg: ModelConfig, head: str):
+  """The base run config with the converted model's architecture and the head's task."""
   run_config = config_lib.base_config()
   for field in dataclasses.fields(ModelConfig):
     value = getattr(cfg, field.name)
     # config.json may say `"hidden_dropout_prob": 0`; the run config's float keys want floats.
     run_config.model[field.name] = float(value) if isinstance(run_config.model[field.name], float) else value
   run_config.task.name = HEAD_TASK[head]
-  if head == "pretraining":
-    run_config.mlm.sentence_objective = "nsp"  # The model has BERT's next-sentence head.
-  run_config.task.labels = tuple(labels)
-  run_config.tokenizer.lowercase = lowercase
   run_config.data.max_seq_len = min(run_config.data.max_seq_len, cfg.max_position_embeddings)
+  return run_config
+
+
+def _write_config(out_dir: str, run_config) -> None:
   with open(os.path.join(out_dir, "config.json"), "w", encoding="utf-8") as f:
     f.write(config_lib.to_json(run_config))
-  hf_files.copy_tokenizer(tokenizer_file, out_dir)
+
+
+def _import_generative(hf_dir: str, out_dir: str, hf: dict, architecture: str, family, head: str) -> Converted:
+  """GPT-2, T5 or BART: the model, and its tokenizer.json when the checkpoint has one (randomly initialised
+  test checkpoints have none; the model directory then has none either and the notes say so)."""
+  cfg = hf_files.generative_config_from_hf(hf, family)
+  notes = []
+  tokenizer_file = os.path.join(hf_dir, hf_files.TOKENIZER_JSON)
+  tokenizer = None
+  if os.path.isfile(tokenizer_file):
+    import tokenizers
+    tokenizer = tokenizers.Tokenizer.from_file(tokenizer_file)
+    size = tokenizer.get_vocab_size(with_added_tokens=True)
+    if size > cfg.vocab_size:
+      raise ConversionError(f"vocab size mismatch: {tokenizer_file} has {size} tokens but config.json vocab_size "
+                            f"is {cfg.vocab_size}")
+    if size < cfg.vocab_size:  # T5 pads its embedding table past the tokenizer (32128 rows for 32100 tokens).
+      notes.append(f"{tokenizer_file} has {size} tokens for {cfg.vocab_size} embedding rows; the tokenizer never "
+                   f"produces the last {cfg.vocab_size - size}")
+  else:
+    notes.append(f"no {hf_files.TOKENIZER_JSON} in {hf_dir}: the model directory has no tokenizer; put the "
+                 f"model's tokenizer.json there (or set tokenizer.vocab_file) before training or generating")
+  state, weights_file = hf_files.read_weights(hf_dir)
+  try:
+    params, dropped = hf_to_flaxlm(state, all_rules(cfg, family, head), family, head, tied=tied_copies(cfg, family))
+  except ConversionError as e:
+    raise ConversionError(f"{weights_file}: {e}") from None
+
+  _fresh_output_dir(out_dir)
+  run_config = _run_config(cfg, head)
+  run_config.tokenizer.lowercase = False  # GPT-2, T5 and BART tokenizers keep the text's case.
+  if head == "seq2seq":  # The objective the checkpoint was pretrained with; a fine-tuning config sets its own.
+    run_config.seq2seq.objective = "span_corruption" if family.model_type == "t5" else "text_infilling"
+  start_id = hf.get("decoder_start_token_id")
+  if head == "seq2seq" and tokenizer is not None and start_id is not None and "seq2seq" in run_config:
+    # The token the checkpoint's decoder was trained to start from (T5: <pad>, BART: </s>).
+    run_config.seq2seq.decoder_start_token = tokenizer.id_to_token(start_id) or ""
+  _write_config(out_dir, run_config)
+  if tokenizer is not None:
+    hf_files.copy_tokenizer(tokenizer_file, out_dir)
   save_params(out_dir, params)
-  notes = () if head != "base" or with_pooler else ("the checkpoint has no pooler; the flaxlm model has none either",)
-  return Converted(architecture, run_config.task.name, cfg, _count(params), tuple(dropped), notes)
+  return Converted(architecture, run_config.task.name, cfg, _count(params), tuple(dropped), tuple(notes))
 
 
 # ----------------------------------------------------------------------------- export
@@ -136,6 +190,9 @@ def export_to_hf(flaxlm_dir: str, out_dir: str, model_type: str = "bert") -> Con
     raise ConversionError(f"{config_path} not found: is {flaxlm_dir} a flaxlm workdir or model directory?")
   with open(config_path, encoding="utf-8") as f:
     run_config = config_lib.from_json(f.read())
+  if run_config.task.name in GENERATIVE_HEADS:
+    raise ConversionError(f"{flaxlm_dir} is a {run_config.task.name} model: export to Hugging Face covers BERT and "
+                          f"RoBERTa encoders; GPT-2, T5 and BART conversion is import-only")
   tokenizer = Tokenizer(_flaxlm_tokenizer_file(flaxlm_dir, run_config), lowercase=run_config.tokenizer.lowercase)
   cfg = ModelConfig.from_config(run_config.model, tokenizer.vocab_size)
   if cfg.vocab_size != tokenizer.vocab_size:

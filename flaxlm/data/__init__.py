@@ -45,7 +45,7 @@ def build_tokenizer(config, workdir: str | None = None) -> Tokenizer:
     task = TASKS[config.task.name]
     texts = lambda: itertools.islice(task.vocab_texts(config), tok.train_max_documents)
     vocab_file = cached_vocab(texts, task.vocab_corpus_id(config), tok.vocab_size, tok.lowercase,
-                              sources.cache_dir())
+                              sources.cache_dir(), kind=tok.kind, num_sentinels=tok.num_sentinels)
   if workdir and not saved:
     os.makedirs(workdir, exist_ok=True)
     name = "tokenizer.json" if vocab_file.endswith(".json") else WORKDIR_VOCAB

@@ -276,6 +276,87 @@ def example_eval_batches(examples: list[dict[str, np.ndarray]], *, max_seq_len: 
                        batch_size)
 
 
+# ----------------------------------------------------------------------------- generative objectives
+
+
+class DocumentToChunks(FlatMapTransform):
+  """(stream position, document) -> examples for a causal or denoising objective.
+
+  The whole document is tokenized at once (newlines and spacing survive a byte-level BPE), wrapped as
+  bos ... eos (eos only when the vocabulary has no bos), and cut into chunks of at most `chunk_tokens`; `make_example(chunk, rng)` turns each chunk
+  into a dict of per-token arrays (identity for a causal LM, a noising function for T5 / BART). The
+  generator is seeded with (seed, process, stream position), so a resumed stream rebuilds the same examples.
+  """
+
+  max_fan_out = 65536
+
+  def __init__(self, tokenizer: Tokenizer, chunk_tokens: int, make_example, seed: int, process_index: int = 0,
+               permute_lines=None):
+    self._tokenizer = tokenizer
+    self._chunk_tokens = chunk_tokens
+    self._make_example = make_example
+    self._seed = (seed, process_index)
+    self._permute_lines = permute_lines
+
+  def flat_map(self, element) -> list[dict[str, np.ndarray]]:
+    position, document = element
+    rng = np.random.default_rng([*self._seed, position])
+    if self._permute_lines is None:
+      body = self._tokenizer.encode(document)
+    else:  # `permute_lines(token lists, rng)` reorders the document's lines (BART's sentence permutation).
+      lines = [line for line in document.split("\n") if line.strip()]
+      body = list(self._permute_lines(self._tokenizer.encode_batch(lines) if lines else [], rng))
+    bos = [] if self._tokenizer.bos_id is None else [self._tokenizer.bos_id]  # T5's vocabulary has no bos.
+    ids = [*bos, *body, self._tokenizer.eos_id]
+    chunks = [ids[i:i + self._chunk_tokens] for i in range(0, len(ids), self._chunk_tokens)]
+    examples = (self._make_example(np.array(chunk, np.int32), rng) for chunk in chunks if len(chunk) >= 2)
+    return [e for e in examples if e is not None]  # make_example returns None for a chunk it cannot use.
+
+
+def packed_rows(examples: grain.IterDataset, lengths: dict[str, int], packing_bins: int, seed: int,
+                train: bool) -> grain.IterDataset:
+  """First-fit packing of examples with several per-token features of their own lengths (`lengths`).
+
+  Every feature gets `NAME_segment_ids` and `NAME_positions`; an example has the same segment id in
+  each feature, so an encoder-decoder pair stays matched across the source and target rows.
+  """
+  return FirstFitPackIterDataset(examples, length_struct=lengths, num_packing_bins=packing_bins, seed=seed,
+                                 shuffle_bins=train)
+
+
+def document_batches(documents, to_examples: FlatMapTransform, lengths: dict[str, int], to_features, *,
+                     batch_size: int, seed: int, packing_bins: int, train: bool, process_index: int = 0,
+                     process_count: int = 1):
+  """This process's documents -> packed rows -> `to_features(row)` -> batches: endless, shuffled and
+  checkpointable when `train`, else one pass whose last batch is padded."""
+  docs = grain.MapDataset.source(documents)[process_index::process_count]
+  if len(docs) == 0:
+    raise ValueError(f"{documents!r} has no documents for process {process_index} of {process_count}")
+  stream = docs.shuffle(seed=seed).repeat() if train else docs
+  stream = stream.map_with_index(lambda position, text: (position, text))
+  rows = packed_rows(FlatMapIterDataset(stream.to_iter_dataset(), to_examples), lengths, packing_bins, seed, train)
+  rows = rows.map(to_features)
+  if train:
+    return iter(rows.batch(batch_size, drop_remainder=True))
+  return _one_pass(rows, batch_size)
+
+
+def packed_example_batches(examples: list[dict[str, np.ndarray]], lengths: dict[str, int], to_features, *,
+                           batch_size: int, seed: int, packing_bins: int, train: bool, process_index: int = 0,
+                           process_count: int = 1):
+  """Encoded examples with features of several lengths (source and target) -> packed rows ->
+  `to_features(row)` -> batches; endless, shuffled each epoch and checkpointable when `train`, else one
+  pass in order."""
+  ds = grain.MapDataset.source(examples)[process_index::process_count]
+  if len(ds) == 0:
+    raise ValueError(f"no examples for process {process_index} of {process_count}")
+  ds = (ds.shuffle(seed=seed).repeat() if train else ds).to_iter_dataset()
+  rows = packed_rows(ds, lengths, packing_bins, seed, train).map(to_features)
+  if train:
+    return iter(rows.batch(batch_size, drop_remainder=True))
+  return _one_pass(rows, batch_size)
+
+
 class ShardedBatches:
   """This process's rows of the global batch, built from several independent input streams.
 

@@ -218,3 +218,31 @@ def text_source(data_config, split: str) -> TextSource:
   source = builder.as_data_source(split=local_split)
   name = f"{os.path.basename(files[0])}{'+' if len(files) > 1 else ''}[{local_split}]"
   return TextSource(source, "text", name, f"{builder.builder_config.name}:{local_split}")
+
+
+# ----------------------------------------------------------------------------- parallel text
+
+
+def read_parallel(prefix: str, source_lang: str, target_lang: str) -> list[tuple[str, str]]:
+  """Sentence pairs from line-aligned files PREFIX.SRC and PREFIX.TGT (Multi30k's and WMT's layout).
+
+  Pairs with an empty side are skipped; files of different lengths are an error that names both.
+  """
+  paths = [f"{prefix}.{lang}" for lang in (source_lang, target_lang)]
+  sides = []
+  for path in paths:
+    if not os.path.isfile(path):
+      raise FileNotFoundError(f"parallel text file not found: {path} (data file prefix {prefix!r} + "
+                              f"'.{source_lang}' / '.{target_lang}')")
+    try:
+      with open(path, encoding="utf-8") as f:
+        sides.append([line.rstrip("\n").strip() for line in f])
+    except UnicodeDecodeError as e:
+      raise ValueError(f"{path}: not UTF-8 text ({e})") from e
+  if len(sides[0]) != len(sides[1]):
+    raise ValueError(f"{paths[0]} has {len(sides[0])} lines but {paths[1]} has {len(sides[1])}: "
+                     "parallel files must be line-aligned")
+  pairs = [(s, t) for s, t in zip(*sides) if s and t]
+  if not pairs:
+    raise ValueError(f"{paths[0]} / {paths[1]} hold no sentence pairs")
+  return pairs

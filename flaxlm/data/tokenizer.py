@@ -15,8 +15,19 @@ import tokenizers
 from tokenizers.implementations import BertWordPieceTokenizer
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-# RoBERTa's names for the same five roles, in the same order.
+# RoBERTa's (and BART's) names for the same five roles, in the same order; a trained byte-level BPE has them.
 BPE_SPECIAL_TOKENS = ("<pad>", "<unk>", "<s>", "</s>", "<mask>")
+ROLES = ("pad", "unk", "cls", "sep", "mask")
+# Other tokenizer.json files name only some roles: GPT-2 has one <|endoftext|> (its bos and eos), T5 has no
+# <s> or <mask>. Candidates per role, tried in order.
+_ROLE_NAMES = {"pad": ("<pad>", "[PAD]"), "unk": ("<unk>", "[UNK]"), "cls": ("<s>", "[CLS]", "<|endoftext|>"),
+               "sep": ("</s>", "[SEP]", "<|endoftext|>"), "mask": ("<mask>", "[MASK]")}
+TOKENIZER_KINDS = ("wordpiece", "bytelevel_bpe")
+
+
+def sentinel_token(i: int) -> str:
+  """The i-th span-corruption sentinel, named as T5's vocabularies name them."""
+  return f"<extra_id_{i}>"
 _SPECIAL_RE = re.compile(r"^\[[^\]]+\]$")  # [PAD], [unused12], ...: never produced from text.
 
 
@@ -40,11 +51,20 @@ class Tokenizer:
       with open(vocab_file, encoding="utf-8") as f:
         self.vocab = [line.rstrip("\n") for line in f]
     index = {token: i for i, token in enumerate(self.vocab)}
-    names = BPE_SPECIAL_TOKENS if all(t in index for t in BPE_SPECIAL_TOKENS) else SPECIAL_TOKENS
-    missing = [t for t in names if t not in index]
-    if missing:
-      raise ValueError(f"vocab file {vocab_file} lacks the special tokens {missing}")
-    self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (index[t] for t in names)
+    if vocab_file.endswith(".json"):
+      # A role the file does not name is None; a task that needs it says so (`require`).
+      found = {role: next((index[n] for n in _ROLE_NAMES[role] if n in index), None) for role in ROLES}
+      if found["pad"] is None:  # GPT-2 has no padding token; padding is never attended to or scored.
+        found["pad"] = found["sep"] if found["sep"] is not None else 0
+    else:
+      missing = [t for t in SPECIAL_TOKENS if t not in index]
+      if missing:
+        raise ValueError(f"vocab file {vocab_file} lacks the special tokens {missing}")
+      found = dict(zip(ROLES, (index[t] for t in SPECIAL_TOKENS)))
+    self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (found[r] for r in ROLES)
+    self.sentinel_ids = []
+    while sentinel_token(len(self.sentinel_ids)) in index:
+      self.sentinel_ids.append(index[sentinel_token(len(self.sentinel_ids))])
     if not vocab_file.endswith(".json"):
       # strip_accents=None follows lowercase, as BERT's uncased and cased vocabularies expect.
       # The vocab as a dict: handing the library a path goes through a deprecated reader.
@@ -72,6 +92,22 @@ class Tokenizer:
   @property
   def vocab_size(self) -> int:
     return len(self.vocab)
+
+  @property
+  def bos_id(self):
+    """Start of a sequence: [CLS] / <s> (GPT-2: <|endoftext|>)."""
+    return self.cls_id
+
+  @property
+  def eos_id(self):
+    """End of a sequence: [SEP] / </s> (GPT-2: <|endoftext|>)."""
+    return self.sep_id
+
+  def require(self, roles: Sequence[str], why: str) -> None:
+    """Fails naming the tokenizer file when it has no token for one of `roles` (pad, unk, cls, sep, mask)."""
+    missing = [r for r in roles if getattr(self, f"{r}_id") is None]
+    if missing:
+      raise ValueError(f"{why} needs the {', '.join(missing)} token(s), which {self.vocab_file} does not have")
 
   def encode(self, text: str) -> list[int]:
     """Token ids of `text`, without [CLS]/[SEP]."""
@@ -140,13 +176,46 @@ def train_vocab(texts: Iterable[str], vocab_size: int, lowercase: bool, out_file
   return out_file
 
 
-def cached_vocab(texts_fn, corpus_id: str, vocab_size: int, lowercase: bool, cache_dir: str) -> str:
-  """Path of a trained vocab for this corpus and settings, training it on first use.
+def train_bytelevel_bpe(texts: Iterable[str], vocab_size: int, out_file: str, num_sentinels: int = 0) -> str:
+  """Trains a byte-level BPE (GPT-2/RoBERTa style) on `texts` and writes it as a tokenizer.json to `out_file`.
+
+  Bytes, so every text (newlines, umlauts, emoji) round-trips exactly through encode and decode. The special
+  tokens are RoBERTa's five roles, then `num_sentinels` span-corruption sentinels <extra_id_0>, ...
+  """
+  trainer = tokenizers.ByteLevelBPETokenizer(add_prefix_space=False)
+  # <mask> and the sentinels take the space before them (as RoBERTa's <mask> does): in "a <mask> b" the mask
+  # stands for a span that began with its own space, exactly as the noising functions replace spans.
+  stripping = [tokenizers.AddedToken(t, lstrip=True, special=True)
+               for t in (BPE_SPECIAL_TOKENS[4], *(sentinel_token(i) for i in range(num_sentinels)))]
+  specials = [*BPE_SPECIAL_TOKENS[:4], *stripping]
+  trainer.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=2, special_tokens=specials,
+                              show_progress=False)
+  os.makedirs(os.path.dirname(os.path.abspath(out_file)), exist_ok=True)
+  with tempfile.NamedTemporaryFile("w", dir=os.path.dirname(os.path.abspath(out_file)), delete=False,
+                                   suffix=".json") as tmp:
+    pass
+  trainer.save(tmp.name)
+  os.replace(tmp.name, out_file)  # Whole or not at all: a crash never leaves a half-written cached file.
+  return out_file
+
+
+def cached_vocab(texts_fn, corpus_id: str, vocab_size: int, lowercase: bool, cache_dir: str,
+                 kind: str = "wordpiece", num_sentinels: int = 0) -> str:
+  """Path of a trained vocab (WordPiece vocab.txt, or byte-level BPE tokenizer.json) for this corpus and
+  settings, training it on first use.
 
   `texts_fn` is only called when the vocab is not cached yet.
   """
-  key = hashlib.sha256(f"{corpus_id}|{vocab_size}|{lowercase}|{tokenizers.__version__}|sorted".encode()).hexdigest()
-  path = os.path.join(cache_dir, "vocab", f"wordpiece-{vocab_size}-{key[:16]}.txt")
+  if kind not in TOKENIZER_KINDS:
+    raise ValueError(f"tokenizer kind {kind!r} is not one of {TOKENIZER_KINDS}")
+  if kind == "wordpiece":
+    key = hashlib.sha256(f"{corpus_id}|{vocab_size}|{lowercase}|{tokenizers.__version__}|sorted".encode()).hexdigest()
+    path = os.path.join(cache_dir, "vocab", f"wordpiece-{vocab_size}-{key[:16]}.txt")
+    if not os.path.isfile(path):
+      train_vocab(texts_fn(), vocab_size, lowercase, path)
+    return path
+  key = hashlib.sha256(f"{corpus_id}|{vocab_size}|{num_sentinels}|{tokenizers.__version__}".encode()).hexdigest()
+  path = os.path.join(cache_dir, "vocab", f"bytelevel-bpe-{vocab_size}-{key[:16]}.json")
   if not os.path.isfile(path):
-    train_vocab(texts_fn(), vocab_size, lowercase, path)
+    train_bytelevel_bpe(texts_fn(), vocab_size, path, num_sentinels)
   return path

@@ -1,4 +1,4 @@
-"""Output heads over the encoder: the gathered masked-LM head, the pooler, and BertForMaskedLM."""
+"""Output heads: the gathered masked-LM head, the pooler, BertFor* task models, and the LM output layer."""
 
 from __future__ import annotations
 
@@ -7,6 +7,28 @@ import jax.numpy as jnp
 
 from flaxlm.models.encoder import BertEncoder
 from flaxlm.models.layers import ModelConfig, dense, dense_init, layer_norm
+
+
+def lm_head_kernel(cfg: ModelConfig) -> nn.Dense:
+  """An untied LM output layer D -> V (`lm_head/kernel`, no bias), computed in float32."""
+  return nn.Dense(cfg.vocab_size, use_bias=False, dtype=jnp.float32, name="lm_head",
+                  kernel_init=dense_init(cfg, ("embed", "vocab")))
+
+
+def lm_logits(cfg: ModelConfig, x_BLD, embeddings, lm_head=None, output_bias_V=None):
+  """Next-token logits [B, L, V] in float32 from the final hidden states.
+
+  Tied: against the word embeddings, after scaling x by hidden_size**-0.5 under scale_tied_logits
+  (T5); untied: the model's own `lm_head`. Plus the output bias when the model has one (BART).
+  """
+  x_BLD = x_BLD.astype(jnp.float32)
+  if cfg.tie_embeddings:
+    if cfg.scale_tied_logits:
+      x_BLD = x_BLD * cfg.hidden_size ** -0.5
+    logits_BLV = embeddings.attend(x_BLD)
+  else:
+    logits_BLV = lm_head(x_BLD)
+  return logits_BLV if output_bias_V is None else logits_BLV + output_bias_V
 
 
 def gather_positions(x_BLD, positions_BP):

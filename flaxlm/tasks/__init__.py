@@ -3,12 +3,15 @@
 host-side scoring, and what to do after training; the loop never branches on the task.
 """
 
+from flaxlm.tasks.causal_lm import CausalLmTask
 from flaxlm.tasks.classification import ClassificationTask
 from flaxlm.tasks.mlm import MlmTask
 from flaxlm.tasks.ner import NerTask
 from flaxlm.tasks.qa import QaTask
+from flaxlm.tasks.seq2seq import Seq2SeqTask
 
-TASKS = {"mlm": MlmTask, "classification": ClassificationTask, "ner": NerTask, "qa": QaTask}
+TASKS = {"mlm": MlmTask, "classification": ClassificationTask, "ner": NerTask, "qa": QaTask,
+         "causal_lm": CausalLmTask, "seq2seq": Seq2SeqTask}
 
 
 def get_task(config, tokenizer):

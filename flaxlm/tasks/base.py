@@ -4,15 +4,76 @@ from __future__ import annotations
 
 import os
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-from flaxlm.data import pipeline
+from flaxlm.data import pipeline, sources
 
 
 def ratios(totals: dict) -> dict[str, float]:
   """{name: sum / count} from summed (sum, count) pairs; a count of None means report the sum itself."""
   return {name: float(total) if count is None else float(total / max(count, 1e-9))
           for name, (total, count) in totals.items()}
+
+
+def token_cross_entropy(logits_BLV, targets_BL, weights_BL, label_smoothing: float = 0.0) -> dict:
+  """Summed next-token metrics as {name: (sum, count)}: the (label-smoothed) training loss, the plain
+  negative log-likelihood and accuracy over the tokens with weight 1.
+
+  Label smoothing spreads `label_smoothing` of the target mass uniformly over the vocabulary (Szegedy et
+  al., 2016), as the Transformer's translation recipe does.
+  """
+  log_probs_BLV = jax.nn.log_softmax(logits_BLV.astype(jnp.float32), axis=-1)
+  nll_BL = -jnp.take_along_axis(log_probs_BLV, targets_BL[..., None], axis=-1)[..., 0]
+  loss_BL = nll_BL
+  if label_smoothing > 0.0:
+    loss_BL = (1.0 - label_smoothing) * nll_BL - label_smoothing * log_probs_BLV.mean(axis=-1)
+  count = weights_BL.sum()
+  correct = ((jnp.argmax(logits_BLV, axis=-1) == targets_BL) * weights_BL).sum()
+  return {"loss": ((loss_BL * weights_BL).sum(), count), "nll": ((nll_BL * weights_BL).sum(), count),
+          "accuracy": (correct, count), "num_targets": (count, None)}
+
+
+def with_perplexity(values: dict[str, float]) -> dict[str, float]:
+  """Adds perplexity = exp(mean negative log-likelihood per target token)."""
+  if "nll" in values:
+    values["perplexity"] = float(np.exp(min(values["nll"], 50.0)))
+  return values
+
+
+def decode(gen, step_fn, cache, prompt_BL, prompt_lengths_B, max_length: int, eos_id: int, pad_id: int, rng):
+  """Tokens [B, max_length] from the search config.generate names (greedy, sample or beam)."""
+  from flaxlm import search  # Late: only generation needs it.
+  if gen.method == "beam":
+    tokens_BT, _ = search.beam_search(step_fn, cache, prompt_BL, prompt_lengths_B, max_length,
+                                      num_beams=gen.num_beams, eos_id=eos_id, pad_id=pad_id,
+                                      length_penalty=gen.length_penalty)
+    return tokens_BT
+  tokens_BT, _ = search.generate(step_fn, cache, prompt_BL, prompt_lengths_B, max_length, eos_id=eos_id,
+                                 pad_id=pad_id, method=gen.method, temperature=gen.temperature, top_k=gen.top_k,
+                                 top_p=gen.top_p, rng=rng)
+  return tokens_BT
+
+
+def document_vocab_texts(config):
+  """The training split's documents (at most tokenizer.train_max_documents of them), for a trained vocab."""
+  docs = sources.text_source(config.data, config.data.train_split)
+  return (docs[i] for i in range(min(len(docs), config.tokenizer.train_max_documents)))
+
+
+def document_corpus_id(config) -> str:
+  """Identifies document_vocab_texts for the vocab cache."""
+  docs = sources.text_source(config.data, config.data.train_split)
+  return f"{docs.identity}|{config.tokenizer.train_max_documents}"
+
+
+def check_vocab_fits(model_config, tokenizer) -> None:
+  """A generative model's output layer must cover every token id; larger is allowed (T5's checkpoints pad
+  the embedding table past the tokenizer: 32128 rows for 32100 tokens)."""
+  if model_config.vocab_size < tokenizer.vocab_size:
+    raise ValueError(f"config.model.vocab_size={model_config.vocab_size} is smaller than the tokenizer's "
+                     f"{tokenizer.vocab_size} tokens ({tokenizer.vocab_file})")
 
 
 class SumsCollector:
@@ -93,6 +154,10 @@ class Task:
   def summarize(self, totals: dict) -> dict[str, float]:
     """Host-side metric values from summed (sum, count) pairs."""
     return ratios(totals)
+
+  def tokens_per_row(self) -> int:
+    """Token positions a training row holds (for perf/tokens_per_sec)."""
+    return self.seq_len
 
   def after_training(self, params, log) -> None:
     """Called once with the final params on process 0."""

@@ -18,7 +18,7 @@ import numpy as np
 from flaxlm.data import pipeline, sources
 from flaxlm.data.tokenizer import Tokenizer
 from flaxlm.models import BertForMaskedLM, ModelConfig
-from flaxlm.tasks.base import Task, ratios
+from flaxlm.tasks.base import Task, document_corpus_id, document_vocab_texts, ratios
 from flaxlm.tasks.masking import MaskingConfig, mask_tokens
 from flaxlm.train import flops
 
@@ -58,14 +58,12 @@ class MlmTask(Task):
   @classmethod
   def vocab_texts(cls, config):
     """The training split's documents (at most tokenizer.train_max_documents of them)."""
-    docs = sources.text_source(config.data, config.data.train_split)
-    return (docs[i] for i in range(min(len(docs), config.tokenizer.train_max_documents)))
+    return document_vocab_texts(config)
 
   @classmethod
   def vocab_corpus_id(cls, config) -> str:
     """Identifies vocab_texts for the vocab cache."""
-    docs = sources.text_source(config.data, config.data.train_split)
-    return f"{docs.identity}|{config.tokenizer.train_max_documents}"
+    return document_corpus_id(config)
 
   def dummy_batch(self, batch_size: int) -> dict[str, np.ndarray]:
     """A batch of the right shapes and dtypes, for initialisation and compilation."""

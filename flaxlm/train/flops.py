@@ -38,6 +38,20 @@ def encoder_forward_flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
   return cfg.num_layers * (8 * D * D + 4 * D * F + 4 * seq_len * D)
 
 
+def encoder_decoder_forward_flops_per_row(cfg: ModelConfig, source_len: int, target_len: int) -> float:
+  """Forward FLOPs of an encoder-decoder row: the encoder over the source, the decoder over the target
+  (self-attention and feed-forward as an encoder layer, plus cross-attention: query and output projections
+  2 x 2 D^2 per target token, keys and values 2 x 2 D^2 per source token, scores and weighted sum 4 S D per
+  target token) and the LM head 2 D V per target token."""
+  D = cfg.hidden_size
+  layers = cfg.num_decoder_layers or cfg.num_layers
+  decoder_per_token = (encoder_forward_flops_per_token(cfg, target_len) / cfg.num_layers + 4 * D * D
+                       + 4 * source_len * D) * layers
+  cross_keys_values = layers * 4 * D * D * source_len
+  return (source_len * encoder_forward_flops_per_token(cfg, source_len) + cross_keys_values
+          + target_len * (decoder_per_token + 2 * D * cfg.vocab_size))
+
+
 def mlm_head_forward_flops(cfg: ModelConfig) -> float:
   """Forward FLOPs of the MLM head per predicted position: transform 2 D^2, tied decoder 2 D V."""
   D = cfg.hidden_size

@@ -249,12 +249,13 @@ class Run:
     return results
 
   def load_pretrained(self, state: TrainState) -> TrainState:
-    """`state` with every top-level param tree that config.init_from also holds (encoder, pooler, ...)."""
+    """`state` with every top-level param tree that config.init_from also holds (encoder, pooler, decoder, ...)."""
     source = self.config.init_from
     available = jax.tree.map(lambda x: x.shape, checkpoint_lib.params_metadata(source))
     shared = [k for k in state.params if k in available]
-    if "encoder" not in shared:
-      raise ValueError(f"config.init_from: {source} holds no encoder params (it has {sorted(available)})")
+    if not {"encoder", "decoder"} & set(shared):  # The stack itself: BERT's encoder, or a causal LM's decoder.
+      raise ValueError(f"config.init_from: {source} holds no encoder or decoder params (it has {sorted(available)}); "
+                       f"this run's model has {sorted(state.params)}")
     target = {k: self.abstract_state.params[k] for k in shared}
     for path, want in jax.tree_util.tree_flatten_with_path(target)[0]:
       node = available
@@ -340,7 +341,7 @@ def run(config, workdir: str) -> dict[str, float]:
       f.write(config_lib.to_json(config))
   writer = MetricsWriter(workdir, resume_step=start_step, enabled=is_main)
 
-  tokens_per_step = run_.global_batch_size * config.data.max_seq_len
+  tokens_per_step = run_.global_batch_size * run_.task.tokens_per_row()
   flops_per_step = run_.task.train_flops_per_row() * run_.global_batch_size
   on_cpu = jax.devices()[0].platform == "cpu"
   # Simulated CPU devices share the host's cores, so the host's matmul peak is the whole budget.
