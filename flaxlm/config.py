@@ -356,7 +356,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
 
 
 def with_pretrained_model(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """A copy of `c` whose architecture and tokenizer casing come from init_from's config.json."""
+  """A copy of `c` whose architecture, tokenizer casing and (unless set) decoder start token come from
+  init_from's config.json."""
   if not c.init_from:
     return c
   path = os.path.join(c.init_from, "config.json")
@@ -370,6 +371,8 @@ def with_pretrained_model(c: ml_collections.ConfigDict) -> ml_collections.Config
     with out.ignore_type():  # vocab_size is a typed placeholder that may be None on either side.
       out.model[key] = source.model[key]
   out.tokenizer.lowercase = source.tokenizer.lowercase
+  if not out.seq2seq.decoder_start_token:  # Keep the token the pretrained decoder starts from (BART </s>, T5 <pad>).
+    out.seq2seq.decoder_start_token = source.seq2seq.decoder_start_token
   return out
 
 

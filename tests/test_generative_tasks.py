@@ -200,3 +200,17 @@ def _trained(workdir):
   from flaxlm.train.trained import load_trained
   _, task, params = load_trained(str(workdir))
   return task, params
+
+
+def test_init_from_keeps_the_pretrained_decoder_start_token(tmp_path):
+  """A fine-tune from an imported BART starts its decoder from </s>, as BART was trained, unless the run says."""
+  source = config_lib.base_config()
+  source.seq2seq.decoder_start_token = "</s>"
+  source.model.hidden_size = 48
+  (tmp_path / "config.json").write_text(config_lib.to_json(source), encoding="utf-8")
+  run = config_lib.base_config()
+  run.init_from = str(tmp_path)
+  out = config_lib.with_pretrained_model(run)
+  assert (out.seq2seq.decoder_start_token, out.model.hidden_size) == ("</s>", 48)
+  run.seq2seq.decoder_start_token = "<s>"
+  assert config_lib.with_pretrained_model(run).seq2seq.decoder_start_token == "<s>"
