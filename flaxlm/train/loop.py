@@ -171,11 +171,12 @@ class Run:
       return TrainState(step=jnp.int32(0), params=params, opt_state=self.tx.init(params), rng=state_rng,
                         skipped_updates=jnp.int32(0))
 
+    options = compiler_options()
     with parallel.sharding_context(self.mesh, self.rules):
       boxed = jax.eval_shape(init_state, jax.random.PRNGKey(config.seed))
       self.state_shardings = parallel.logical_to_sharding(boxed, self.mesh, self.rules)
       self._init = jax.jit(lambda rng: nn.meta.unbox(init_state(rng)), out_shardings=self.state_shardings,
-                           compiler_options=compiler_options())
+                           compiler_options=options)
     self.abstract_state = abstract_like(nn.meta.map_axis_meta(lambda box: box.value, boxed), self.state_shardings)
     with parallel.sharding_context(self.mesh, self.rules):
       replicated = parallel.replicated(self.mesh)
@@ -186,10 +187,10 @@ class Run:
         self._step = jax.jit(make_train_step(self.task, self.tx, self.schedule, t.grad_accum_steps),
                              in_shardings=(self.state_shardings, self.batch_sharding),
                              out_shardings=(self.state_shardings, replicated), donate_argnums=(0,),
-                             compiler_options=compiler_options())
+                             compiler_options=options)
       self.eval_step = jax.jit(self.task.eval_step,
                                in_shardings=(self.state_shardings.params, self.batch_sharding, replicated),
-                               out_shardings=(replicated, replicated), compiler_options=compiler_options())
+                               out_shardings=(replicated, replicated), compiler_options=options)
     self.num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(self.abstract_state.params))
 
   def init_state(self) -> TrainState:
